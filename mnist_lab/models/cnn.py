@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 conv without bias (BatchNorm's shift replaces it), BatchNorm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class CNN(nn.Module):
+    """VGG-style stages of ``convs_per_stage`` conv-BN-ReLU blocks, each stage ending in a 2x2
+    max-pool (28 -> 14 -> 7 -> 3) and dropout; then global average pooling and a linear head.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (32, 64, 128),
+        convs_per_stage: int = 2,
+        dropout: float = 0.1,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for width in widths:
+            for _ in range(convs_per_stage):
+                layers.append(conv_bn_relu(c_in, width))
+                c_in = width
+            layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,99 @@
+"""Train one model: ``python -m mnist_lab.train model=resnet optimizer=sgd``.
+
+Reads like lightning-hydra-template's ``train(cfg)``: instantiate data -> model -> callbacks
+-> loggers -> trainer, fit, test the best checkpoint, write ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_lab.config import CONFIG_DIR, group_choice, instantiate_group
+from mnist_lab.data import MNISTDataError
+from mnist_lab.models import count_parameters
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> L.LightningModule:
+    """The LightningModule of a run config: net, optimizer and scheduler from their groups."""
+    net = instantiate(cfg.model)
+    module_factory = instantiate(cfg.module, _partial_=True)
+    return module_factory(
+        net=net,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler, _convert_="all"),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test the best checkpoint (by ``val/acc``) and return/write the run's metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - start
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    checkpoint = trainer.checkpoint_callback
+    best_ckpt = checkpoint.best_model_path if checkpoint is not None else ""
+    # Test the checkpoint chosen on validation accuracy; the test set never picks a model.
+    test_metrics = trainer.test(
+        module, datamodule=datamodule, ckpt_path=best_ckpt or None, verbose=False
+    )[0]
+
+    metrics = {
+        "test/acc": test_metrics["test/acc"],
+        "test/loss": test_metrics["test/loss"],
+        "val/acc_best": fit_metrics.get("val/acc_best"),
+        "params": count_parameters(module.net),
+        "epochs": trainer.current_epoch,
+        "global_steps": trainer.global_step,
+        "train_seconds": round(train_seconds, 3),
+        "model": group_choice(cfg, "model"),
+        "optimizer": group_choice(cfg, "optimizer"),
+        "scheduler": group_choice(cfg, "scheduler"),
+        "seed": cfg.seed,
+        "best_ckpt": best_ckpt or None,
+    }
+    if trainer.is_global_zero:
+        path = Path(cfg.paths.output_dir) / "metrics.json"
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        log.info("metrics written to %s", path)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except MNISTDataError as err:
+        log.error("%s", err)
+        sys.exit(1)
+    print(f"train_seconds: {metrics['train_seconds']:.1f}")
+    print(f"test/acc: {metrics['test/acc']:.4f}")
+    # Sweepers (Optuna) optimise the value returned here.
+    metric = cfg.get("optimized_metric")
+    return metrics.get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Shared fixtures. Tests run on the real MNIST files: ``$MNIST_DATA_DIR`` if set, else
+``../shared/data`` (offline machines and CI) when present, else the project's ``data/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+_shared = ROOT.parent / "shared" / "data"
+os.environ.setdefault("MNIST_DATA_DIR", str(_shared if _shared.is_dir() else ROOT / "data"))
+os.environ.setdefault("CI", "true")  # quiet progress bars in subprocesses
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+from mnist_lab.config import CONFIG_DIR  # noqa: E402
+from mnist_lab.data import MNISTDataModule  # noqa: E402
+
+# Overrides that make a training run take seconds: a few batches, small evaluation.
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=8",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
+
+
+def compose_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """The train config as Hydra composes it, with ``paths.output_dir`` set outside a run."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir or ROOT / "logs" / "test")
+    return cfg
+
+
+def run_module(module: str, *args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 600):
+    """Run ``python -m module args`` in a real subprocess; returns the CompletedProcess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def datamodule() -> MNISTDataModule:
+    dm = MNISTDataModule()
+    dm.setup()
+    return dm

@@ -1,0 +1,194 @@
+"""MNISTDataModule on the real MNIST files: splits, statistics, batching, sharding, augmentation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from mnist_lab.augment import AffineAugment
+from mnist_lab.data import MEAN, RESOURCES, STD, EpochSampler, MNISTDataError, MNISTDataModule
+
+
+def test_splits_shapes_and_labels(datamodule):
+    sizes = {k: len(x) for k, (x, _) in datamodule.tensors.items()}
+    assert sizes == {"train": 55_000, "val": 5_000, "test": 10_000}
+    for images, labels in datamodule.tensors.values():
+        assert images.dtype == torch.uint8 and images.shape[1:] == (28, 28)
+        assert labels.dtype == torch.int64 and labels.min() == 0 and labels.max() == 9
+    # every digit is well represented in the validation split (it is a random, not a sorted, cut)
+    val_counts = torch.bincount(datamodule.tensors["val"][1], minlength=10)
+    assert val_counts.min() > 350
+
+
+def test_split_is_disjoint_deterministic_and_configurable(datamodule):
+    train_idx, val_idx = datamodule.split_indices["train"], datamodule.split_indices["val"]
+    assert len(set(train_idx.tolist()) | set(val_idx.tolist())) == 60_000
+    assert not set(train_idx.tolist()) & set(val_idx.tolist())
+
+    again = MNISTDataModule()
+    again.setup()
+    assert torch.equal(again.split_indices["val"], val_idx)
+    assert torch.equal(again.tensors["val"][0], datamodule.tensors["val"][0])
+
+    other = MNISTDataModule(val_size=10_000, split_seed=7)
+    other.setup()
+    assert len(other.tensors["train"][0]) == 50_000 and len(other.tensors["val"][0]) == 10_000
+    assert not torch.equal(other.split_indices["val"][:5_000], val_idx)
+
+
+def test_normalisation_statistics(datamodule):
+    """The constants are the 60,000 training images' statistics, and normalising centres them."""
+    images = torch.cat([datamodule.tensors["train"][0], datamodule.tensors["val"][0]])
+    x = images.double() / 255
+    assert x.mean().item() == pytest.approx(MEAN, abs=5e-5)
+    assert x.std().item() == pytest.approx(STD, abs=5e-5)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    datamodule.trainer = trainer
+    try:
+        batch = next(iter(datamodule.val_dataloader()))
+        xn, y = datamodule.on_after_batch_transfer(batch, 0)
+    finally:
+        datamodule.trainer = None
+    assert xn.shape == (1000, 1, 28, 28) and xn.dtype == torch.float32
+    assert abs(xn.mean().item()) < 0.05 and abs(xn.std().item() - 1) < 0.05
+    assert torch.equal(y, batch[1])
+
+
+def test_batches_slice_the_whole_epoch(datamodule):
+    loader = datamodule.train_dataloader()
+    assert len(loader) == 55_000 // 128
+    seen = []
+    for images, labels, _seed in loader:
+        assert images.shape == (128, 28, 28) and labels.shape == (128,)
+        seen.append(labels)
+    labels = torch.cat(seen)
+    assert len(labels) == len(loader) * 128
+    # shuffled: the first batch is not the first 128 images; the epoch covers the training set
+    first = next(iter(loader))[0]
+    assert not torch.equal(first, datamodule.tensors["train"][0][:128])
+    full = torch.bincount(datamodule.tensors["train"][1], minlength=10)
+    assert (full - torch.bincount(labels, minlength=10)).abs().sum() < 128
+    # evaluation keeps every image once, in order
+    val = datamodule.val_dataloader()
+    assert torch.equal(torch.cat([b[0] for b in val]), datamodule.tensors["val"][0])
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    a = EpochSampler(1000, shuffle=True, seed=1, rank=0, world_size=1, drop_last=True)
+    b = EpochSampler(1000, shuffle=True, seed=1, rank=0, world_size=1, drop_last=True)
+    assert torch.equal(a.indices(), b.indices())
+    b.set_epoch(1)
+    assert not torch.equal(a.indices(), b.indices())
+    c = EpochSampler(1000, shuffle=True, seed=2, rank=0, world_size=1, drop_last=True)
+    assert not torch.equal(a.indices(), c.indices())
+    # augmentation seeds differ per batch and per epoch (b is at epoch 1)
+    assert a.batch_seed(0) != a.batch_seed(1) and a.batch_seed(0) != b.batch_seed(0)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("train", [True, False])
+def test_ranks_get_disjoint_shards(world_size, train):
+    n = 1001
+    shards = []
+    for rank in range(world_size):
+        s = EpochSampler(
+            n, shuffle=train, seed=5, rank=rank, world_size=world_size, drop_last=train
+        )
+        s.set_epoch(3)
+        shards.append(s.indices().tolist())
+    union = [i for shard in shards for i in shard]
+    assert len(union) == len(set(union)), "ranks overlap"
+    if train:  # equal shard sizes keep DDP steps in lock-step; at most world_size-1 dropped
+        assert len({len(s) for s in shards}) == 1 and n - len(union) < world_size
+    else:  # evaluation sees every sample exactly once
+        assert sorted(union) == list(range(n))
+
+
+def _centre_of_mass(x: torch.Tensor) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = x.sum(dim=(-1, -2))
+    return torch.stack([(x * xs).sum((-1, -2)) / mass, (x * ys).sum((-1, -2)) / mass], -1)
+
+
+def test_augmentation_changes_pixels_not_shapes(datamodule):
+    images = datamodule.tensors["train"][0][:256].unsqueeze(1).float() / 255
+    aug = AffineAugment(rotate_deg=10, translate_frac=0.1, scale=(0.9, 1.1))
+    out = aug(images, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    changed = (out - images).abs().flatten(1).max(1).values > 0.1
+    assert changed.float().mean() > 0.95  # (almost) every image is transformed
+    # ink is moved, not destroyed: total intensity within the scale range squared, roughly
+    ratio = out.sum((1, 2, 3)) / images.sum((1, 2, 3))
+    assert ratio.min() > 0.7 and ratio.max() < 1.35
+    # shifts stay within ±10% of 28 px (plus rotation/scale slack) and are not all zero
+    shift = (_centre_of_mass(out[:, 0]) - _centre_of_mass(images[:, 0])).abs()
+    assert shift.max() < 2.8 + 2.0 and shift.mean() > 0.5
+    # random per sample, reproducible per seed
+    again = aug(images, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    other = aug(images, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(out, other)
+
+
+def test_identity_augmentation_is_exact(datamodule):
+    images = datamodule.tensors["train"][0][:16].unsqueeze(1).float() / 255
+    identity = AffineAugment(rotate_deg=0, translate_frac=0, scale=(1.0, 1.0))
+    assert torch.allclose(identity(images), images, atol=1e-5)
+
+
+def test_augmentation_only_in_training(datamodule):
+    dm = MNISTDataModule(augment={"rotate_deg": 10, "translate_frac": 0.1, "scale": [0.9, 1.1]})
+    dm.tensors = datamodule.tensors
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    dm.trainer = trainer
+    batch = next(iter(dm.train_dataloader()))
+    trainer.training = True
+    x_train, y_train = dm.on_after_batch_transfer(batch, 0)
+    x_again, _ = dm.on_after_batch_transfer(batch, 0)
+    trainer.validating = True
+    x_eval, y_eval = dm.on_after_batch_transfer(batch, 0)
+    assert torch.equal(x_train, x_again)  # the batch's seed fixes its augmentation
+    assert torch.equal(y_train, batch[1]) and torch.equal(y_eval, batch[1])
+    assert not torch.allclose(x_train, x_eval)
+    plain = (batch[0].unsqueeze(1).float() / 255 - MEAN) / STD
+    assert torch.allclose(x_eval, plain)
+
+
+@pytest.mark.parametrize("off", ["none", None, False, {}])
+def test_augmentation_can_be_switched_off(off):
+    assert MNISTDataModule(augment=off).augment is None
+    assert MNISTDataModule(augment={"rotate_deg": 5}).augment.rotate_deg == 5
+
+
+def test_bad_augmentation_values_are_refused():
+    with pytest.raises(ValueError, match=r"data\.augment\.scale"):
+        MNISTDataModule(augment={"scale": [1.2, 0.8]})
+
+
+def _copy_raw(shared: Path, dest: Path) -> Path:
+    raw = dest / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, _ in RESOURCES:
+        shutil.copy(shared / "MNIST" / "raw" / name, raw / name)
+    return raw
+
+
+def test_missing_data_offline_says_where_to_put_it(tmp_path):
+    dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
+    with pytest.raises(MNISTDataError) as err:
+        dm.prepare_data()
+    msg = str(err.value)
+    assert str(tmp_path / "MNIST" / "raw") in msg and "train-images-idx3-ubyte.gz" in msg
+    assert "MNIST_DATA_DIR" in msg
+
+
+def test_corrupted_file_is_refused_by_name(tmp_path, datamodule):
+    raw = _copy_raw(datamodule.data_dir, tmp_path)
+    target = raw / "t10k-labels-idx1-ubyte.gz"
+    target.write_bytes(target.read_bytes()[:-100])  # truncated download
+    with pytest.raises(MNISTDataError, match=r"t10k-labels-idx1-ubyte\.gz fails its md5"):
+        MNISTDataModule(data_dir=str(tmp_path)).setup()
