@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -59,7 +58,3 @@ def group_choice(cfg: DictConfig, group: str) -> str:
         cfg, f"{group}.scheduler._target_"
     )
     return target.rsplit(".", 1)[-1] if target else "none"
-
-
-def output_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.output_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -128,8 +129,11 @@ def test_config_prints_and_lists_groups():
 @pytest.mark.slow
 def test_make_train_reaches_98_percent(tmp_path):
     """Acceptance: `make train` (default model and epochs) prints a test accuracy >= 0.98."""
+    # as a user types it: not a sub-make of `make test` (which would print "Leaving directory")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     proc = subprocess.run(
         ["make", "train", f"ARGS=hydra.run.dir={tmp_path}"],
+        env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
