@@ -162,7 +162,7 @@ class MNISTDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
-        batch_size: int = 128,
+        batch_size: int = 64,
         eval_batch_size: int = 1000,
         val_size: int = 5_000,
         split_seed: int = 12345,
@@ -266,14 +266,18 @@ class MNISTDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorBatchLoader:
         return self._loader("test", self.eval_batch_size, train=False)
 
+    def transform(self, batch: Batch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 batch -> normalised [B,1,28,28] floats, augmented (seeded per batch) if train."""
+        images, labels, seed = batch
+        x = images.unsqueeze(1).float().div_(255)
+        if train and self.augment is not None:
+            g = torch.Generator(device=x.device).manual_seed(seed)
+            x = self.augment(x, generator=g)
+        return normalize(x), labels
+
     def on_after_batch_transfer(
         self, batch: Batch, dataloader_idx: int
     ) -> tuple[torch.Tensor, ...]:
         """Augment (training only) and normalise a whole batch at once on its device."""
-        images, labels, seed = batch
-        x = images.unsqueeze(1).float().div_(255)
         trainer = self.trainer
-        if self.augment is not None and trainer is not None and trainer.training:
-            g = torch.Generator(device=x.device).manual_seed(seed)
-            x = self.augment(x, generator=g)
-        return normalize(x), labels
+        return self.transform(batch, train=trainer is not None and trainer.training)

@@ -30,6 +30,8 @@ class Classifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing (0 = off).
         decay_norm_and_bias: apply weight decay to BatchNorm and bias parameters too; off by
             default because decaying them only shrinks the scale the next layer undoes.
+        channels_last: NHWC memory layout for net and inputs; with bf16 autocast it roughly
+            doubles small-CNN training speed on a CPU (oneDNN's fast path).
         run_config: the run's resolved config, stored in the checkpoint to rebuild the model.
     """
 
@@ -41,11 +43,13 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = False,
         num_classes: int = 10,
+        channels_last: bool = False,
         run_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.net = net
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(memory_format=self.memory_format)
         self.optimizer_factory = optimizer
         self.scheduler_spec = dict(scheduler or {})
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -55,7 +59,7 @@ class Classifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self.memory_format))
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch

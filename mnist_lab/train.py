@@ -37,12 +37,15 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
     )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test the best checkpoint (by ``val/acc``) and return/write the run's metrics."""
+def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Fit, test the best checkpoint (by ``val/acc``) and return/write the run's metrics.
+
+    ``extra_callbacks`` lets other tools (the benchmark) observe a run without copying it.
+    """
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:

@@ -66,3 +66,21 @@ def datamodule() -> MNISTDataModule:
     dm = MNISTDataModule()
     dm.setup()
     return dm
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> list[Path]:
+    """Two short real LeNet runs (different seeds), each a run directory with checkpoints."""
+    runs = []
+    for seed in (0, 1):
+        run_dir = tmp_path_factory.mktemp(f"run_seed{seed}")
+        run_module(
+            "mnist_lab.train",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=150",
+            "logger=none",
+            f"seed={seed}",
+            f"hydra.run.dir={run_dir}",
+        )
+        runs.append(run_dir)
+    return runs

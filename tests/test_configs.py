@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from mnist_lab.config import instantiate_group
+from mnist_lab.config import CONFIG_DIR, instantiate_group
 from mnist_lab.train import build_module
 from tests.conftest import compose_cfg
 
@@ -137,3 +138,21 @@ def test_data_dir_defaults_to_env(tmp_path, monkeypatch):
     assert cfg.data.data_dir == str(tmp_path)
     monkeypatch.delenv("MNIST_DATA_DIR")
     assert compose_cfg([], tmp_path).data.data_dir.endswith("/data")
+
+
+PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+def test_the_issue_presets_exist():
+    assert {"lenet_baseline", "mlp", "cnn", "resnet", "fast", "best"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_builds(preset, tmp_path):
+    cfg = compose_cfg([f"experiment={preset}"], tmp_path)
+    module = build_module(cfg)
+    assert module(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert module.build_optimization(total_steps=10)["optimizer"]
+    names = {type(c).__name__ for c in instantiate_group(cfg.callbacks)}
+    assert "ModelCheckpoint" in names
+    assert cfg.trainer.max_epochs >= 1

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_lab.augment import AffineAugment
+from mnist_lab.augment import AffineAugment, tta_views, warp
 from mnist_lab.data import MEAN, RESOURCES, STD, EpochSampler, MNISTDataError, MNISTDataModule
 
 
@@ -60,18 +60,18 @@ def test_normalisation_statistics(datamodule):
 
 def test_batches_slice_the_whole_epoch(datamodule):
     loader = datamodule.train_dataloader()
-    assert len(loader) == 55_000 // 128
+    assert len(loader) == 55_000 // 64
     seen = []
     for images, labels, _seed in loader:
-        assert images.shape == (128, 28, 28) and labels.shape == (128,)
+        assert images.shape == (64, 28, 28) and labels.shape == (64,)
         seen.append(labels)
     labels = torch.cat(seen)
-    assert len(labels) == len(loader) * 128
+    assert len(labels) == len(loader) * 64
     # shuffled: the first batch is not the first 128 images; the epoch covers the training set
     first = next(iter(loader))[0]
-    assert not torch.equal(first, datamodule.tensors["train"][0][:128])
+    assert not torch.equal(first, datamodule.tensors["train"][0][:64])
     full = torch.bincount(datamodule.tensors["train"][1], minlength=10)
-    assert (full - torch.bincount(labels, minlength=10)).abs().sum() < 128
+    assert (full - torch.bincount(labels, minlength=10)).abs().sum() < 64
     # evaluation keeps every image once, in order
     val = datamodule.val_dataloader()
     assert torch.equal(torch.cat([b[0] for b in val]), datamodule.tensors["val"][0])
@@ -192,3 +192,18 @@ def test_corrupted_file_is_refused_by_name(tmp_path, datamodule):
     target.write_bytes(target.read_bytes()[:-100])  # truncated download
     with pytest.raises(MNISTDataError, match=r"t10k-labels-idx1-ubyte\.gz fails its md5"):
         MNISTDataModule(data_dir=str(tmp_path)).setup()
+
+
+def test_warp_moves_pixels_exactly():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 10, 10] = 1.0
+    moved = warp(x, torch.zeros(1), torch.ones(1), torch.tensor([[2 / 28, -3 / 28]]))
+    assert (moved[0, 0] > 0.99).nonzero().tolist() == [[7, 12]]  # right 2, up 3
+    views = tta_views(x)
+    assert len(views) == 5 and torch.equal(views[0], x)
+    assert {tuple((v[0, 0] > 0.99).nonzero()[0].tolist()) for v in views[1:]} == {
+        (10, 11),
+        (10, 9),
+        (11, 10),
+        (9, 10),
+    }

@@ -17,7 +17,8 @@ def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
 
 class CNN(nn.Module):
     """VGG-style stages of ``convs_per_stage`` conv-BN-ReLU blocks, each stage ending in a 2x2
-    max-pool (28 -> 14 -> 7 -> 3) and dropout; then global average pooling and a linear head.
+    max-pool (28 -> 14 -> 7 -> 3) and dropout; then a linear head on the globally average-pooled
+    features (``global_pool``) or on the whole flattened last map, which keeps where strokes are.
     """
 
     def __init__(
@@ -25,6 +26,7 @@ class CNN(nn.Module):
         widths: Sequence[int] = (32, 64, 128),
         convs_per_stage: int = 2,
         dropout: float = 0.1,
+        global_pool: bool = True,
         num_classes: int = 10,
     ) -> None:
         super().__init__()
@@ -36,8 +38,11 @@ class CNN(nn.Module):
                 c_in = width
             layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
         self.features = nn.Sequential(*layers)
+        side = 28 >> len(widths)  # each stage's 2x2 max-pool halves (floors) the side
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)
+            nn.AdaptiveAvgPool2d(1) if global_pool else nn.Identity(),
+            nn.Flatten(),
+            nn.Linear(c_in if global_pool else c_in * side * side, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,74 @@
+"""Load a trained net from a Lightning checkpoint, safely, with no Lightning or Trainer needed.
+
+Checkpoints carry the run's resolved config (``hyper_parameters.run_config``), so the net is
+rebuilt from its own config and the weights are read with ``torch.load(weights_only=True)``:
+no arbitrary code from a checkpoint file is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, unsafe or not one of mnist_lab's."""
+
+
+def resolve_checkpoints(paths: list[str] | str) -> list[Path]:
+    """Checkpoint files from files, run directories (their best checkpoint, from metrics.json)
+    or multirun directories (every job's best checkpoint)."""
+    found: list[Path] = []
+    for item in [paths] if isinstance(paths, str) else paths:
+        path = Path(item)
+        if path.is_file():
+            found.append(path)
+        elif (path / "metrics.json").is_file():
+            best = json.loads((path / "metrics.json").read_text()).get("best_ckpt")
+            found.append(Path(best) if best else path / "checkpoints" / "last.ckpt")
+        elif path.is_dir() and any(path.glob("*/metrics.json")):
+            found.extend(
+                resolve_checkpoints(sorted(str(p.parent) for p in path.glob("*/metrics.json")))
+            )
+        else:
+            raise CheckpointError(
+                f"{path} is neither a checkpoint file nor a run directory with metrics.json "
+                "(give ckpt paths like logs/train/runs/<time>/checkpoints/last.ckpt)"
+            )
+    return found
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` restricted to tensors and plain containers (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"Refusing to load {path}: it holds objects other than tensors and plain data "
+            f"(weights_only load failed: {str(err).splitlines()[0]}). Only load checkpoints "
+            "you trust; mnist_lab's own checkpoints load safely."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"Cannot read checkpoint {path}: {err}") from None
+
+
+def load_net(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained ``nn.Module`` (eval mode, CPU) and the run config it was trained with."""
+    ckpt = load_checkpoint(path)
+    config = ckpt.get("hyper_parameters", {}).get("run_config")
+    if not config or "model" not in config:
+        raise CheckpointError(f"{path} was not written by mnist_lab.train (no run_config inside)")
+    net = instantiate(config["model"])
+    prefix = "net."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    net.load_state_dict(state)
+    return net.eval(), config

@@ -1,0 +1,77 @@
+"""Checkpoint loading, ensembling and test-time augmentation on real trained checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from mnist_lab.checkpoint import CheckpointError, load_checkpoint, load_net, resolve_checkpoints
+from mnist_lab.inference import accuracy, predict_proba
+from tests.conftest import read_metrics, run_module
+
+
+def test_loaded_net_reproduces_the_runs_test_accuracy(trained_runs, datamodule):
+    images, labels = datamodule.tensors["test"]
+    for run in trained_runs:
+        metrics = read_metrics(run)
+        net, config = load_net(metrics["best_ckpt"])
+        assert config["seed"] == metrics["seed"]
+        acc = accuracy(predict_proba(net, images), labels)
+        assert acc == pytest.approx(metrics["test/acc"], abs=1e-4)
+
+
+def test_run_and_multirun_directories_resolve_to_best_checkpoints(trained_runs):
+    ckpts = resolve_checkpoints([str(r) for r in trained_runs])
+    assert [str(c) for c in ckpts] == [read_metrics(r)["best_ckpt"] for r in trained_runs]
+    with pytest.raises(CheckpointError, match="neither a checkpoint file nor a run directory"):
+        resolve_checkpoints(["/nonexistent/run"])
+
+
+def test_ensemble_command_averages_probabilities(trained_runs, datamodule, tmp_path):
+    proc = run_module(
+        "mnist_lab.ensemble",
+        f"ckpts=[{trained_runs[0]},{trained_runs[1]}]",
+        "tta=true",
+        f"hydra.run.dir={tmp_path}",
+    )
+    result = json.loads((tmp_path / "ensemble.json").read_text())
+    assert result["n_models"] == 2
+    for member, run in zip(result["members"], trained_runs, strict=True):
+        assert member["test/acc"] == pytest.approx(read_metrics(run)["test/acc"], abs=1e-4)
+    images, labels = datamodule.tensors["test"]
+    nets = [load_net(read_metrics(r)["best_ckpt"])[0] for r in trained_runs]
+    mean = (predict_proba(nets[0], images) + predict_proba(nets[1], images)) / 2
+    assert result["ensemble/acc"] == pytest.approx(accuracy(mean, labels), abs=1e-6)
+    tta = predict_proba(nets[0], images, tta=True)
+    assert not torch.equal(tta.argmax(-1), predict_proba(nets[0], images).argmax(-1))
+    assert result["members"][0]["test/acc_tta"] == pytest.approx(accuracy(tta, labels), abs=1e-6)
+    assert proc.stdout.strip().splitlines()[-1].startswith("ensemble of 2 test/acc: ")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/mnist_lab_pwned",))
+
+
+def test_malicious_checkpoint_is_refused_not_executed(tmp_path):
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": _Payload()}}, bad, pickle_module=pickle)
+    marker = "/tmp/mnist_lab_pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    with pytest.raises(CheckpointError, match="Refusing to load"):
+        load_checkpoint(bad)
+    assert not os.path.exists(marker)
+
+
+def test_missing_or_foreign_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match=r"not written by mnist_lab\.train"):
+        load_net(foreign)
