@@ -7,8 +7,11 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar, WeightAveraging
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mnist_lab.config import is_interactive
+from mnist_lab.figures import confusion_matrix_figure, error_gallery_figure, image_grid_figure
 from mnist_lab.inference import accuracy, predict_proba
 
 
@@ -93,3 +96,59 @@ class TimeToAccuracy(Callback):
         if self.stop and len(self.reached) == len(self.targets):
             trainer.should_stop = True
         self._resume()
+
+
+def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+class TensorBoardFigures(Callback):
+    """Images in TensorBoard: a grid of augmented training inputs when training starts, and the
+    validation confusion matrix and most-confident-error gallery every ``every_n_epochs``.
+
+    Under DDP each rank sees its shard of the validation set; rank 0's shard is drawn.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, gallery_size: int = 32) -> None:
+        self.every_n_epochs, self.gallery_size = every_n_epochs, gallery_size
+        self._images: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._logits: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tb = _tensorboard(trainer)
+        datamodule = trainer.datamodule
+        if tb is None or not trainer.is_global_zero or not hasattr(datamodule, "transform"):
+            return
+        batch = next(iter(datamodule.train_dataloader()))
+        x, y = datamodule.transform(batch, train=True)
+        fig = image_grid_figure(x[:64], y[:64], "Augmented training inputs (label above)")
+        tb.experiment.add_figure("train/augmented_inputs", fig, trainer.global_step)
+
+    def _active(self, trainer: L.Trainer) -> bool:
+        return (
+            _tensorboard(trainer) is not None
+            and trainer.is_global_zero
+            and not trainer.sanity_checking
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if self._active(trainer) and isinstance(outputs, torch.Tensor):
+            self._images.append(batch[0][:, 0].float().cpu())
+            self._labels.append(batch[1].cpu())
+            self._logits.append(outputs.float().cpu())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not (self._active(trainer) and self._logits):
+            return
+        tb, step = _tensorboard(trainer), trainer.global_step
+        probs = torch.cat(self._logits).softmax(-1)
+        labels, images = torch.cat(self._labels), torch.cat(self._images)
+        matrix = multiclass_confusion_matrix(probs, labels, num_classes=probs.shape[-1])
+        tb.experiment.add_figure("val/confusion_matrix", confusion_matrix_figure(matrix), step)
+        gallery = error_gallery_figure(images, probs, labels, self.gallery_size)
+        tb.experiment.add_figure("val/errors", gallery, step)
+        self._images, self._labels, self._logits = [], [], []

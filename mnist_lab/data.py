@@ -266,6 +266,10 @@ class MNISTDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorBatchLoader:
         return self._loader("test", self.eval_batch_size, train=False)
 
+    def predict_dataloader(self) -> TensorBatchLoader:
+        """The test set again: ``Trainer.predict`` returns its logits in order (eval reports)."""
+        return self.test_dataloader()
+
     def transform(self, batch: Batch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 batch -> normalised [B,1,28,28] floats, augmented (seeded per batch) if train."""
         images, labels, seed = batch

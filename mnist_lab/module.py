@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.functional.classification import multiclass_accuracy
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 STAGES = ("train", "val", "test")
@@ -23,7 +24,8 @@ class Classifier(L.LightningModule):
 
     Args:
         net: the plain model (``mnist_lab.models``), logits out.
-        optimizer: a partial taking parameter groups, e.g. ``SGD(lr=0.05, momentum=0.9)``.
+        optimizer: a partial taking parameter groups, e.g. ``SGD(lr=0.05, momentum=0.9)``
+            (None when the module only evaluates).
         scheduler: ``{"scheduler": partial taking the optimizer, "interval": "epoch"|"step",
             "monitor": metric or None}``, or None. A scheduler factory that accepts
             ``total_steps`` (OneCycleLR) and leaves it unset gets the Trainer's step count.
@@ -38,7 +40,7 @@ class Classifier(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = False,
@@ -53,41 +55,65 @@ class Classifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_spec = dict(scheduler or {})
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.num_classes = num_classes
         for stage in STAGES:
-            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro"))
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+            # validate_args/nan checks off: they cost a host sync on every batch
+            acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+            setattr(self, f"{stage}_acc", acc)
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.contiguous(memory_format=self.memory_format))
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _shared_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
-        acc = getattr(self, f"{stage}_acc")
-        acc(logits, y)
-        if stage == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-            self.log("train/acc", acc, on_step=True, on_epoch=True)
-        else:
+        getattr(self, f"{stage}_acc").update(logits.detach(), y)
+        getattr(self, f"{stage}_loss").update(loss.detach(), weight=y.numel())
+        if stage != "train":
             # Metric objects (not per-step values) are logged: they sync across DDP ranks once
             # per epoch, so ranks may hold different numbers of evaluation batches.
-            getattr(self, f"{stage}_loss")(loss, weight=y.numel())
             self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True)
-            self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=True)
-        return loss
+            self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_epoch=True, prog_bar=True)
+        return loss, logits
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        loss, logits = self._shared_step(batch, "train")
+        # Per-step values only on the steps the logger writes (every `log_every_n_steps`):
+        # `self.log` on every step costs more than a small model's whole step on a CPU.
+        every = self.trainer.log_every_n_steps
+        if every and (self.global_step + 1) % every == 0:
+            acc = multiclass_accuracy(logits.detach(), batch[1], self.num_classes, average="micro")
+            self.log("train/loss_step", loss, prog_bar=True)
+            self.log("train/acc_step", acc)
+        return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def on_train_epoch_end(self) -> None:
+        # Epoch means over every training batch (torchmetrics syncs DDP ranks in compute()).
+        self.log("train/loss_epoch", self.train_loss.compute())
+        self.log("train/acc_epoch", self.train_acc.compute())
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def validation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        """Returns the logits, so callbacks (TensorBoard figures) can see the predictions."""
+        return self._shared_step(batch, "val")[1].detach()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
+
+    def predict_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        return self(batch[0]).float()
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget what the sanity-check batches scored
@@ -102,10 +128,15 @@ class Classifier(L.LightningModule):
         """Weight-decayed weights and (unless ``decay_norm_and_bias``) undecayed 1-d params."""
         params = [p for p in self.net.parameters() if p.requires_grad]
         if self.hparams.decay_norm_and_bias:
-            return [{"params": params}]
+            return [{"params": params, "name": "all"}]
+        # named groups: LearningRateMonitor logs them as lr-<Optimizer>/<name>
         return [
-            {"params": [p for p in params if p.ndim > 1]},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+            {"params": [p for p in params if p.ndim > 1], "name": "weights"},
+            {
+                "params": [p for p in params if p.ndim <= 1],
+                "weight_decay": 0.0,
+                "name": "norm_bias",
+            },
         ]
 
     def build_optimization(self, total_steps: int) -> dict[str, Any]:

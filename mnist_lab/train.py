@@ -6,6 +6,7 @@ Reads like lightning-hydra-template's ``train(cfg)``: instantiate data -> model 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -48,8 +49,6 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -77,6 +76,15 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         "seed": cfg.seed,
         "best_ckpt": best_ckpt or None,
     }
+    # Hyper-parameters are logged with the final metrics, so TensorBoard's HPARAMS tab shows
+    # both (logged without metric names, the tab lists the config but no results).
+    final = {
+        k: metrics[k] for k in ("test/acc", "test/loss", "val/acc_best") if metrics[k] is not None
+    }
+    params = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        takes_metrics = "metrics" in inspect.signature(logger.log_hyperparams).parameters
+        logger.log_hyperparams(params, **({"metrics": final} if takes_metrics else {}))
     if trainer.is_global_zero:
         path = Path(cfg.paths.output_dir) / "metrics.json"
         path.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -84,3 +84,35 @@ def trained_runs(tmp_path_factory) -> list[Path]:
         )
         runs.append(run_dir)
     return runs
+
+
+@pytest.fixture(scope="session")
+def tb_run(tmp_path_factory) -> Path:
+    """A 2-epoch run with the default loggers and callbacks (TensorBoard, figures, checkpoints)."""
+    run_dir = tmp_path_factory.mktemp("tb_run")
+    run_module(
+        "mnist_lab.train",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=40",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=10",
+        f"hydra.run.dir={run_dir}",
+    )
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def multirun_dir(tmp_path_factory) -> Path:
+    """The issue's 4-job sweep: model=mlp,lenet x optimizer=sgd,adam, a few batches each."""
+    sweep = tmp_path_factory.mktemp("multirun")
+    run_module(
+        "mnist_lab.train",
+        "-m",
+        "model=mlp,lenet",
+        "optimizer=sgd,adam",
+        *TINY,
+        "trainer.limit_train_batches=20",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    )
+    return sweep
