@@ -114,6 +114,12 @@ class EpochSampler:
             order = order[: self.n // self.world_size * self.world_size]
         return order[self.rank :: self.world_size]  # disjoint shards, together the whole epoch
 
+    @property
+    def num_samples(self) -> int:
+        """This rank's share of an epoch (the length of ``indices()``), without drawing it."""
+        usable = self.n // self.world_size * self.world_size if self.drop_last else self.n
+        return len(range(self.rank, usable, self.world_size))
+
     def batch_seed(self, batch_idx: int) -> int:
         """A seed for the augmentation of one batch, unique per (seed, epoch, rank, batch)."""
         return hash((self.seed, self.epoch, self.rank, batch_idx)) & 0x7FFF_FFFF_FFFF_FFFF
@@ -140,14 +146,10 @@ class TensorBatchLoader:
         )
 
     def __len__(self) -> int:
-        per_rank = len(range(self.sampler.rank, self._usable(), self.sampler.world_size))
+        per_rank = self.sampler.num_samples
         if self.sampler.drop_last:
             return per_rank // self.batch_size
         return -(-per_rank // self.batch_size)
-
-    def _usable(self) -> int:
-        s = self.sampler
-        return s.n // s.world_size * s.world_size if s.drop_last else s.n
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.sampler.indices().to(self.images.device)

@@ -100,6 +100,7 @@ def test_ranks_get_disjoint_shards(world_size, train):
         )
         s.set_epoch(3)
         shards.append(s.indices().tolist())
+        assert s.num_samples == len(shards[-1])
     union = [i for shard in shards for i in shard]
     assert len(union) == len(set(union)), "ranks overlap"
     if train:  # equal shard sizes keep DDP steps in lock-step; at most world_size-1 dropped
