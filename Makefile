@@ -9,7 +9,7 @@ MNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install data train test lint format clean
+.PHONY: install data browser train test lint format clean
 
 install: $(STAMP) data
 
@@ -29,6 +29,17 @@ data:
 	    mkdir -p $(RAW) && cp $(SHARED_RAW)/$$f $(RAW)/ && chmod u+w $(RAW)/$$f && echo "copied $$f to $(RAW)/"; \
 	  fi; \
 	done
+
+# Headless Chromium + ChromeDriver for the draw-a-digit page test (Debian/Ubuntu packages).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "chromium and chromedriver present"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null && \
+	  echo "installed $$(chromium --version)"; \
+	fi
 
 train: install
 	$(BIN)/python -m mnist_lab.train $(ARGS)

@@ -27,6 +27,11 @@ def resolve_checkpoints(paths: list[str] | str) -> list[Path]:
     found: list[Path] = []
     for item in [paths] if isinstance(paths, str) else paths:
         path = Path(item)
+        if not path.exists():
+            raise CheckpointError(
+                f"{path}: no such file or directory (give a .ckpt file or a run directory such "
+                "as logs/train/runs/<time>)"
+            )
         if path.is_file():
             found.append(path)
         elif (path / "metrics.json").is_file():

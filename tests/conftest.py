@@ -116,3 +116,33 @@ def multirun_dir(tmp_path_factory) -> Path:
         f"hydra.sweep.dir={sweep}",
     )
     return sweep
+
+
+@pytest.fixture(scope="session")
+def good_run(tmp_path_factory) -> Path:
+    """One epoch of experiment=fast (~99 % test accuracy in ~10 s): a model worth deploying."""
+    run_dir = tmp_path_factory.mktemp("good_run")
+    run_module(
+        "mnist_lab.train",
+        "experiment=fast",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "callbacks.figures=null",
+        f"hydra.run.dir={run_dir}",
+    )
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def onnx_export(good_run, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``good_run`` exported to ONNX (+ int8 dynamic quantisation): the file and the command."""
+    out = tmp_path_factory.mktemp("export") / "digits.onnx"
+    proc = run_module(
+        "mnist_lab.export",
+        f"ckpt_path={good_run}",
+        "format=onnx",
+        f"out={out}",
+        "quantize=dynamic",
+        f"hydra.run.dir={out.parent / 'run'}",
+    )
+    return out, proc

@@ -27,8 +27,10 @@ def test_loaded_net_reproduces_the_runs_test_accuracy(trained_runs, datamodule):
 def test_run_and_multirun_directories_resolve_to_best_checkpoints(trained_runs):
     ckpts = resolve_checkpoints([str(r) for r in trained_runs])
     assert [str(c) for c in ckpts] == [read_metrics(r)["best_ckpt"] for r in trained_runs]
-    with pytest.raises(CheckpointError, match="neither a checkpoint file nor a run directory"):
+    with pytest.raises(CheckpointError, match="no such file or directory"):
         resolve_checkpoints(["/nonexistent/run"])
+    with pytest.raises(CheckpointError, match="neither a checkpoint file nor a run directory"):
+        resolve_checkpoints([str(trained_runs[0] / "checkpoints")])
 
 
 def test_ensemble_command_averages_probabilities(trained_runs, datamodule, tmp_path):

@@ -1,0 +1,78 @@
+"""Recognise your own handwriting: ``python -m mnist_lab.predict ckpt_path=PATH images=[...]``.
+
+Photos and scans of any size, dark ink on light paper or the reverse, go through the same
+MNIST-style preprocessing as the server and the draw-a-digit page (``mnist_lab.preprocess``).
+``output=json`` prints one JSON object per image and nothing else on stdout (logs go to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_lab.checkpoint import CheckpointError
+from mnist_lab.config import CONFIG_DIR
+from mnist_lab.inference import Predictor
+from mnist_lab.preprocess import ImageError, image_paths, read_image, to_mnist
+
+log = logging.getLogger(__name__)
+OUTPUTS = ("text", "json")
+
+
+def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    """Predictions for every readable image, and one error line per unreadable one."""
+    if cfg.output not in OUTPUTS:
+        raise ImageError(f"output={cfg.output} is not supported: use output=text or output=json")
+    images = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else cfg.images
+    predictor = Predictor(cfg.ckpt_path, threads=cfg.threads)
+    results, errors, batch = [], [], []
+    for path in image_paths(images):
+        try:
+            batch.append((path, to_mnist(read_image(path))))
+        except ImageError as err:
+            errors.append(str(err))
+    if batch:
+        probs = predictor(torch.stack([x for _, x in batch]))
+        for (path, _), p in zip(batch, probs, strict=True):
+            results.append(
+                {
+                    "path": str(path),
+                    "digit": int(p.argmax()),
+                    "probabilities": [round(float(v), 6) for v in p],
+                }
+            )
+    return results, errors
+
+
+def format_text(result: dict[str, Any]) -> str:
+    probs = torch.tensor(result["probabilities"])
+    top = probs.topk(3)
+    guesses = ", ".join(
+        f"{d} ({p:.1%})" for p, d in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    )
+    return f"{result['path']}: {result['digit']}   top-3: {guesses}"
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        results, errors = predict(cfg)
+    except (CheckpointError, ImageError) as err:
+        log.error("%s", err)
+        sys.exit(1)
+    for result in results:
+        print(json.dumps(result) if cfg.output == "json" else format_text(result))
+    for error in errors:
+        log.error("%s", error)
+    if errors:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Serve a model over HTTP: ``python -m mnist_lab.serve ckpt_path=PATH [host=...] [port=...]``.
+
+``GET /`` is a draw-a-digit page, ``GET /health`` says which model is loaded, ``POST /predict``
+takes an image upload (multipart field ``file``) or JSON ``{"pixels": 28x28 of 0-255}`` and
+answers ``{"digit", "probabilities"}``. ``ckpt_path`` may be a checkpoint or an exported
+``.onnx`` model. Bad input gets a 4xx with a message, never a 500.
+
+Concurrent requests are batched: while the model runs on one batch, new requests queue up and
+all of them go through the next forward pass together, so throughput grows with load at no
+extra latency when idle (no waiting window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from omegaconf import DictConfig
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from mnist_lab.checkpoint import CheckpointError
+from mnist_lab.config import CONFIG_DIR
+from mnist_lab.inference import Predictor
+from mnist_lab.preprocess import (
+    MAX_BYTES,
+    ImageError,
+    ImageTooLargeError,
+    decode_image,
+    pixels_to_image,
+    to_mnist,
+)
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).with_name("static") / "index.html"
+MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and headers around an uploaded file
+
+
+class UnsupportedMediaError(ImageError):
+    """Neither an upload nor JSON (answered with 415)."""
+
+
+class MicroBatcher:
+    """Queue single images and run them through the model together, one batch at a time."""
+
+    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], max_batch: int) -> None:
+        self.predict = predict
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future]] = asyncio.Queue()
+        self.batch_sizes: list[int] = []  # recent batch sizes, shown by /health
+
+    async def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((image, future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            items = [await self.queue.get()]
+            while len(items) < self.max_batch and not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            self.batch_sizes = [*self.batch_sizes[-99:], len(items)]
+            try:
+                batch = torch.stack([image for image, _ in items])
+                probs = await asyncio.to_thread(self.predict, batch)
+            except Exception as err:  # a model failure answers every waiting request
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            for (_, future), p in zip(items, probs, strict=True):
+                if not future.done():
+                    future.set_result(p)
+
+
+async def read_capped(request: Request) -> bytes:
+    """The body, refused as soon as it passes the limit (chunked uploads have no length)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BYTES:
+            raise ImageTooLargeError(f"request body over the {MAX_BYTES // 2**20} MB limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def preprocess_upload(data: bytes) -> torch.Tensor:
+    try:
+        return to_mnist(decode_image(data))
+    except ImageError:
+        raise
+    except Exception as err:  # an image PIL decodes but cannot convert: still the input's fault
+        log.exception("cannot preprocess an uploaded image")
+        raise ImageError(
+            f"cannot process this image ({type(err).__name__}): send a PNG or JPEG"
+        ) from None
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+async def read_input(request: Request) -> torch.Tensor:
+    """The request's image as a uint8 [28, 28] MNIST-style tensor; ImageError if unusable."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BYTES + MULTIPART_OVERHEAD:
+        raise ImageTooLargeError(
+            f"request body is {int(length) / 2**20:.1f} MB, over the "
+            f"{MAX_BYTES // 2**20} MB limit: send a smaller image"
+        )
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ImageError(
+                "multipart upload has no file field named 'file': use -F file=@digit.png"
+            )
+        data = await upload.read(MAX_BYTES + 1)
+        return await run_in_threadpool(preprocess_upload, data)
+    if content_type.startswith("application/json"):
+        body = await read_capped(request)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ImageError(
+                f'body is not valid JSON ({err}): send {{"pixels": [[...28 rows...]]}}'
+            ) from None
+        if not isinstance(payload, dict) or "pixels" not in payload:
+            raise ImageError(
+                'JSON body must be an object with key "pixels": a 28x28 array of 0-255'
+            )
+        return to_mnist(pixels_to_image(payload["pixels"]))
+    raise UnsupportedMediaError(
+        f"unsupported content type {content_type or '(none)'!r}: send multipart/form-data with a "
+        "'file' field, or application/json with 'pixels'"
+    )
+
+
+def create_app(predictor: Predictor, max_batch: int = 64) -> FastAPI:
+    """The FastAPI app around one loaded model (tests and other servers can mount it)."""
+    batcher = MicroBatcher(predictor, max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = asyncio.create_task(batcher.run())
+        yield
+        worker.cancel()
+
+    app = FastAPI(title="mnist_lab", summary="Handwritten digit recognition", lifespan=lifespan)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE.read_text()
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        sizes = batcher.batch_sizes
+        return {
+            "status": "ok",
+            "model": predictor.name,
+            "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else None,
+        }
+
+    @app.post("/predict")
+    async def predict(request: Request, return_input: bool = False) -> JSONResponse:
+        try:
+            image = await read_input(request)
+        except ImageTooLargeError as err:
+            return error(413, str(err))
+        except UnsupportedMediaError as err:
+            return error(415, str(err))
+        except ImageError as err:
+            return error(400, str(err))
+        probs = await batcher(image)
+        body: dict[str, Any] = {
+            "digit": int(probs.argmax()),
+            "probabilities": [round(float(p), 6) for p in probs],
+        }
+        if return_input:  # the 28x28 image the model saw, for the page's preview
+            body["input"] = image.tolist()
+        return JSONResponse(body)
+
+    return app
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")
+def main(cfg: DictConfig) -> None:
+    import uvicorn
+
+    try:
+        predictor = Predictor(cfg.ckpt_path, threads=cfg.threads)
+    except CheckpointError as err:
+        log.error("%s", err)
+        sys.exit(1)
+    log.info("serving %s on http://%s:%d", predictor.name, cfg.host, cfg.port)
+    uvicorn.run(
+        create_app(predictor, cfg.max_batch),
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=cfg.access_log,
+    )
+
+
+if __name__ == "__main__":
+    main()

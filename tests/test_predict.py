@@ -1,0 +1,191 @@
+"""Predict your own handwriting: MNIST-style preprocessing of photos, and the predict command."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_lab.preprocess import (
+    ImageError,
+    ImageTooLargeError,
+    decode_image,
+    pixels_to_image,
+    to_mnist,
+)
+from tests.conftest import run_module
+
+
+def render_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """An MNIST digit as a phone-photo-like JPEG: ~300x300, black ink on off-white paper,
+    off-centre, with sensor noise and JPEG artefacts."""
+    side = int(rng.integers(150, 240))
+    mask = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+    paper = int(rng.integers(190, 245))
+    canvas = Image.new("L", (300, 300), paper)
+    ink = Image.new("L", (side, side), int(rng.integers(0, 50)))
+    x, y = (int(v) for v in rng.integers(0, 300 - side + 1, size=2))
+    canvas.paste(ink, (x, y), mask=mask)
+    noisy = np.asarray(canvas, dtype=np.float32) + rng.normal(0, 8, (300, 300))
+    buf = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).convert("RGB").save(
+        buf, format="JPEG", quality=int(rng.integers(60, 90))
+    )
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos(datamodule, tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """200 test digits rendered as photos in a folder; file name -> true label."""
+    folder = tmp_path_factory.mktemp("photos")
+    images, labels = datamodule.tensors["test"]
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i in range(200):
+        path = folder / f"{i:03d}.jpg"
+        path.write_bytes(render_photo(images[i].numpy(), rng))
+        truth[str(path)] = int(labels[i])
+    return folder, truth
+
+
+def center_of_mass(image: torch.Tensor) -> tuple[float, float]:
+    w = image.float()
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    return float((rows * w).sum() / w.sum()), float((cols * w).sum() / w.sum())
+
+
+def test_photo_is_turned_into_an_mnist_style_digit(datamodule):
+    """Inverted to white-on-black, 20 px on its longer side, centre of mass at the centre, and
+    close to the original MNIST image it was rendered from."""
+    images, _ = datamodule.tensors["test"]
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        out = to_mnist(decode_image(render_photo(images[i].numpy(), rng)))
+        assert out.shape == (28, 28) and out.dtype == torch.uint8
+        assert out[0].max() == 0 and out[:, 0].max() == 0  # black border: the paper is gone
+        rows = torch.nonzero(out.sum(1) > 0)
+        cols = torch.nonzero(out.sum(0) > 0)
+        extent = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+        assert 19 <= extent <= 22
+        r, c = center_of_mass(out)
+        assert abs(r - 13.5) < 1.0 and abs(c - 13.5) < 1.0
+        reference = images[i].float() / 255
+        similarity = torch.nn.functional.cosine_similarity(
+            out.float().flatten() / 255, reference.flatten(), dim=0
+        )
+        assert similarity > 0.7, (i, similarity)
+
+
+def test_inversion_is_automatic(datamodule):
+    """White ink on black and black ink on white give the same 28x28 result."""
+    digit = datamodule.tensors["test"][0][3].numpy()
+    big = Image.fromarray(digit).resize((200, 200), Image.Resampling.BICUBIC)
+    white_on_black = to_mnist(big)
+    black_on_white = to_mnist(Image.fromarray(255 - np.asarray(big)))
+    assert (white_on_black.int() - black_on_white.int()).abs().max() <= 4  # rounding only
+    # A transparent canvas drawing (RGBA, dark strokes on nothing) is ink on paper too.
+    rgba = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    rgba.putalpha(big)
+    assert (to_mnist(rgba).int() - white_on_black.int()).abs().float().mean() < 3
+
+
+def test_mnist_digits_pass_through_nearly_unchanged(datamodule):
+    """Already MNIST-style input (the JSON pixels form) is left about as it was: at most a
+    one-pixel shift from rounding the centre of mass (compared after a 3x3 blur)."""
+    images, _ = datamodule.tensors["test"]
+
+    def blurred(image: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(image.float()[None, None], 3, 1, 1).flatten()
+
+    diffs = []
+    for i in range(50):
+        out = to_mnist(pixels_to_image(images[i].tolist()))
+        similarity = torch.nn.functional.cosine_similarity(blurred(out), blurred(images[i]), dim=0)
+        assert similarity > 0.8, (i, similarity)
+        diffs.append((out.float() - images[i].float()).abs().mean().item())
+    assert sum(diffs) / len(diffs) < 6  # gray levels out of 255
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (b"", ImageError, "empty"),
+        (b"not an image at all", ImageError, "not a recognised image format"),
+        (b"x" * (5 * 2**20 + 1), ImageTooLargeError, "5 MB"),
+    ],
+)
+def test_bad_image_bytes_are_refused_with_a_reason(data, error, message):
+    with pytest.raises(error, match=message):
+        decode_image(data)
+
+
+def test_truncated_and_bomb_images_are_refused():
+    buf = io.BytesIO()
+    Image.new("L", (300, 300), 255).save(buf, format="JPEG")
+    with pytest.raises(ImageError, match="not a readable image"):
+        decode_image(buf.getvalue()[: len(buf.getvalue()) // 2])
+    bomb = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(bomb, format="PNG")  # 100 Mpixel in ~15 kB
+    assert len(bomb.getvalue()) < 5 * 2**20
+    with pytest.raises(ImageTooLargeError, match=r"decompression bomb|pixel limit"):
+        decode_image(bomb.getvalue())
+
+
+def test_blank_image_and_bad_pixels_are_refused():
+    with pytest.raises(ImageError, match="no digit found"):
+        to_mnist(Image.new("L", (100, 100), 255))
+    with pytest.raises(ImageError, match="28x28"):
+        pixels_to_image([[0] * 28] * 27)
+    with pytest.raises(ImageError, match="between 0 and 255"):
+        pixels_to_image([[300] * 28] * 28)
+    with pytest.raises(ImageError, match="28x28 array of numbers"):
+        pixels_to_image([["a"] * 28] * 28)
+
+
+def test_predict_reads_photos_at_97_percent(good_run, photos):
+    """Acceptance: >= 97 % of 200 realistic photos right; `output=json` prints only JSON lines."""
+    folder, truth = photos
+    proc = run_module(
+        "mnist_lab.predict",
+        f"ckpt_path={good_run}",
+        f"images=[{folder}]",
+        "output=json",
+        f"hydra.run.dir={folder.parent / 'predict_run'}",
+    )
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]  # fails on any non-JSON line
+    assert len(rows) == 200
+    assert all(len(r["probabilities"]) == 10 for r in rows)
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-3 for r in rows)
+    correct = sum(r["digit"] == truth[r["path"]] for r in rows)
+    assert correct >= 194, f"{correct}/200 photos right"
+
+
+def test_predict_text_output_and_bad_files(good_run, photos, tmp_path):
+    _, truth = photos
+    first = sorted(truth)[0]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    proc = run_module(
+        "mnist_lab.predict",
+        f"ckpt_path={good_run}",
+        f"images=[{first},{broken}]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert proc.returncode == 1  # one image failed...
+    line = proc.stdout.strip()
+    assert line.startswith(f"{first}: {truth[first]}") and "top-3:" in line  # ...the other did not
+    assert "broken.png" in proc.stderr and "Traceback" not in proc.stderr
+    missing = run_module(
+        "mnist_lab.predict",
+        f"ckpt_path={tmp_path / 'nope.ckpt'}",
+        f"images=[{first}]",
+        f"hydra.run.dir={tmp_path / 'run2'}",
+        check=False,
+    )
+    assert missing.returncode == 1 and "nope.ckpt: no such file" in missing.stderr
