@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -58,3 +59,53 @@ def group_choice(cfg: DictConfig, group: str) -> str:
         cfg, f"{group}.scheduler._target_"
     )
     return target.rsplit(".", 1)[-1] if target else "none"
+
+
+class ConfigError(ValueError):
+    """A config that composes but cannot work; the message names the keys and the fix."""
+
+
+def _validates(trainer: DictConfig) -> bool:
+    limit = trainer.get("limit_val_batches")
+    every = trainer.get("check_val_every_n_epoch")
+    return not (limit == 0 or every in (0, None)) and not trainer.get("fast_dev_run")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse impossible combinations before any data is loaded or any file is written."""
+    problems = []
+    monitored = OmegaConf.select(cfg, "scheduler.monitor")
+    if monitored and not _validates(cfg.trainer):
+        problems.append(
+            f"scheduler={group_choice(cfg, 'scheduler')} watches {monitored}, but validation is "
+            "off (trainer.limit_val_batches=0 or trainer.check_val_every_n_epoch=null): "
+            "turn validation on or pick scheduler=onecycle|cosine|step|none"
+        )
+    if OmegaConf.select(cfg, "callbacks.early_stopping") and not _validates(cfg.trainer):
+        problems.append(
+            "callbacks=early_stopping needs validation every epoch, but it is off "
+            "(trainer.limit_val_batches=0 or trainer.check_val_every_n_epoch=null)"
+        )
+    precision = str(cfg.trainer.get("precision"))
+    accelerator = str(cfg.trainer.get("accelerator"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision.startswith("16") and on_cpu:
+        problems.append(
+            f"trainer.precision={precision} needs a GPU (float16 autocast); on the CPU use "
+            "trainer.precision=bf16-mixed or 32"
+        )
+    batch_size = OmegaConf.select(cfg, "data.batch_size")
+    if batch_size is not None and int(batch_size) < 1:
+        problems.append(f"data.batch_size={batch_size} must be a positive number of images")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        last = os.path.join(str(cfg.paths.output_dir), "checkpoints", "last.ckpt")
+        if not os.path.isfile(last):
+            problems.append(
+                f"ckpt_path=last, but {last} does not exist: resume in the run's own directory "
+                "with hydra.run.dir=<that run's directory> (it holds checkpoints/last.ckpt)"
+            )
+    elif ckpt_path and not os.path.isfile(str(ckpt_path)):
+        problems.append(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

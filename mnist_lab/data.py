@@ -144,6 +144,9 @@ class TensorBatchLoader:
             batch_size,
             sampler,
         )
+        self.consumed = 0  # batches of the current epoch that reached the model
+        self.epoch_batches = len(self)  # batches per epoch after the Trainer's limit_train_batches
+        self._skip = 0
 
     def __len__(self) -> int:
         per_rank = self.sampler.num_samples
@@ -153,9 +156,26 @@ class TensorBatchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.sampler.indices().to(self.images.device)
-        for b in range(len(self)):
+        start, self._skip = self._skip, 0
+        self.consumed = start
+        for b in range(start, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx], self.sampler.batch_seed(b)
+
+    # Lightning saves these in every checkpoint (a "stateful" loader), so a run resumed from a
+    # mid-epoch checkpoint continues with the next unseen batch of the same epoch's order.
+    # `consumed` counts batches the model received (the datamodule marks them), not batches
+    # fetched: Lightning prefetches one batch ahead.
+    def state_dict(self) -> dict[str, int]:
+        complete = self.consumed >= self.epoch_batches
+        return {"epoch": self.sampler.epoch, "consumed": self.consumed, "complete": complete}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["complete"]:  # saved at an epoch's end: the next epoch is due
+            self.sampler.set_epoch(state["epoch"] + 1)
+        else:  # Lightning iterates before it sets the epoch on resume: set it here
+            self.sampler.set_epoch(state["epoch"])
+            self._skip = state["consumed"]
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -185,6 +205,8 @@ class MNISTDataModule(L.LightningDataModule):
             None if augment in (None, "none", False) or not augment else AffineAugment(**augment)
         )
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_loader: TensorBatchLoader | None = None
+        self._resume_state: dict[str, int] | None = None
         self.split_indices: dict[str, torch.Tensor] = {}
 
     @property
@@ -260,7 +282,20 @@ class MNISTDataModule(L.LightningDataModule):
         return TensorBatchLoader(images, labels, batch_size, sampler)
 
     def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader("train", self.batch_size, train=True)
+        self._train_loader = self._loader("train", self.batch_size, train=True)
+        if self._resume_state is not None:
+            self._train_loader.load_state_dict(self._resume_state)
+            self._resume_state = None
+        return self._train_loader
+
+    # The loader's position also travels as datamodule state: Lightning restores datamodules
+    # before it builds the loader, while it restores loop-held loader state only after the
+    # scheduler set-up has already built it (OneCycle's total_steps), too late to apply.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader("val", self.eval_batch_size, train=False)
@@ -286,4 +321,8 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> tuple[torch.Tensor, ...]:
         """Augment (training only) and normalise a whole batch at once on its device."""
         trainer = self.trainer
-        return self.transform(batch, train=trainer is not None and trainer.training)
+        training = trainer is not None and trainer.training
+        if training and self._train_loader is not None:
+            self._train_loader.consumed += 1
+            self._train_loader.epoch_batches = int(min(trainer.num_training_batches, 1 << 62))
+        return self.transform(batch, train=training)

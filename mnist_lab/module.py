@@ -62,6 +62,7 @@ class Classifier(L.LightningModule):
             setattr(self, f"{stage}_acc", acc)
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run remembers it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.contiguous(memory_format=self.memory_format))
@@ -116,7 +117,8 @@ class Classifier(L.LightningModule):
         return self(batch[0]).float()
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget what the sanity-check batches scored
+        if self.trainer.ckpt_path is None:  # a fresh run; a resumed one keeps its best so far
+            self.val_acc_best.reset()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.config import CONFIG_DIR, group_choice, instantiate_group
+from mnist_lab.callbacks import NonFiniteLossError
+from mnist_lab.checkpoint import CheckpointError
+from mnist_lab.config import CONFIG_DIR, ConfigError, check_config, group_choice, instantiate_group
 from mnist_lab.data import MNISTDataError
 from mnist_lab.models import count_parameters
 
@@ -43,6 +46,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 
     ``extra_callbacks`` lets other tools (the benchmark) observe a run without copying it.
     """
+    check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
@@ -51,7 +55,18 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only: resuming never unpickles arbitrary objects (our checkpoints hold tensors,
+    # numbers, strings and containers only).
+    try:
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+        )
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"Refusing to resume from {cfg.get('ckpt_path')}: it holds objects other than "
+            f"tensors and plain data ({str(err).splitlines()[0]}). Only resume checkpoints "
+            "you trust."
+        ) from None
     train_seconds = time.perf_counter() - start
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -59,7 +74,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     best_ckpt = checkpoint.best_model_path if checkpoint is not None else ""
     # Test the checkpoint chosen on validation accuracy; the test set never picks a model.
     test_metrics = trainer.test(
-        module, datamodule=datamodule, ckpt_path=best_ckpt or None, verbose=False
+        module, datamodule=datamodule, ckpt_path=best_ckpt or None, verbose=False, weights_only=True
     )[0]
 
     metrics = {
@@ -96,7 +111,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    except MNISTDataError as err:
+    except (MNISTDataError, NonFiniteLossError, ConfigError, CheckpointError) as err:
         log.error("%s", err)
         sys.exit(1)
     print(f"train_seconds: {metrics['train_seconds']:.1f}")

@@ -42,15 +42,24 @@ def compose_cfg(overrides: list[str], output_dir: Path | None = None) -> DictCon
     return cfg
 
 
-def run_module(module: str, *args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 600):
-    """Run ``python -m module args`` in a real subprocess; returns the CompletedProcess."""
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path = ROOT,
+    check: bool = True,
+    timeout: int = 600,
+    full_error: bool = True,
+):
+    """Run ``python -m module args`` in a real subprocess; returns the CompletedProcess.
+    ``full_error=False`` shows what a user sees (Hydra's short error, no stack trace)."""
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+        | ({"HYDRA_FULL_ERROR": "1"} if full_error else {}),
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
