@@ -72,6 +72,9 @@ class RandomState(Callback):
     generators; without them a resumed run draws different dropout masks than the original.
     """
 
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None  # loaded state, applied at train start
+
     def state_dict(self) -> dict[str, Any]:
         # torch's generators only: they are tensors, so checkpoints stay weights_only-loadable
         # (the data order and augmentation use their own seeded generators anyway).
@@ -85,7 +88,7 @@ class RandomState(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Restored here, after model set-up and the sanity check have drawn numbers.
-        state = getattr(self, "_pending", None)
+        state = self._pending
         if state is None:
             return
         torch.set_rng_state(state["torch"])

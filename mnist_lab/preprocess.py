@@ -120,7 +120,7 @@ def _grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32) / 255
 
 
-def _center_of_mass_shift(digit: np.ndarray) -> tuple[int, int]:
+def _center_of_mass(digit: np.ndarray) -> tuple[int, int]:
     total = digit.sum()
     rows, cols = np.indices(digit.shape)
     return (
@@ -158,7 +158,7 @@ def to_mnist(image: Image.Image) -> torch.Tensor:
     small = Image.fromarray((crop * 255).astype(np.uint8)).resize(size, Image.Resampling.BOX)
     digit = np.asarray(small, dtype=np.float32)
     # Paste so the centre of mass lands on the field's centre (14, 14).
-    com_row, com_col = _center_of_mass_shift(digit)
+    com_row, com_col = _center_of_mass(digit)
     field = np.zeros((28 + 2 * 20, 28 + 2 * 20), dtype=np.float32)  # margin: never clip
     top, left = 20 + 14 - com_row, 20 + 14 - com_col
     field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
