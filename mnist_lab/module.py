@@ -34,6 +34,9 @@ class Classifier(L.LightningModule):
             default because decaying them only shrinks the scale the next layer undoes.
         channels_last: NHWC memory layout for net and inputs; with bf16 autocast it roughly
             doubles small-CNN training speed on a CPU (oneDNN's fast path).
+        fp32_eval: run validation, test and predict without autocast even when training in
+            ``bf16-mixed``: bf16-rounded logits cost ~0.08 points of test accuracy on the
+            ``best`` preset, and exported/served models run in float32 anyway.
         run_config: the run's resolved config, stored in the checkpoint to rebuild the model.
     """
 
@@ -46,6 +49,7 @@ class Classifier(L.LightningModule):
         decay_norm_and_bias: bool = False,
         num_classes: int = 10,
         channels_last: bool = False,
+        fp32_eval: bool = True,
         run_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -67,11 +71,17 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.contiguous(memory_format=self.memory_format))
 
+    def _eval_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.hparams.fp32_eval:
+            return self(x)
+        with torch.autocast(self.device.type, enabled=False):
+            return self(x.float())
+
     def _shared_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
-        logits = self(x)
+        logits = self(x) if stage == "train" else self._eval_forward(x)
         loss = self.criterion(logits, y)
         getattr(self, f"{stage}_acc").update(logits.detach(), y)
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=y.numel())
@@ -114,7 +124,7 @@ class Classifier(L.LightningModule):
     def predict_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
-        return self(batch[0]).float()
+        return self._eval_forward(batch[0]).float()
 
     def on_train_start(self) -> None:
         if self.trainer.ckpt_path is None:  # a fresh run; a resumed one keeps its best so far
