@@ -53,9 +53,17 @@ class StopOnNonFinite(Callback):
         tensors = [p.detach() for p in pl_module.parameters()]
         tensors += [b for b in pl_module.buffers() if b.is_floating_point()]
         norms = torch.stack(torch._foreach_norm(tensors))
-        if bool(torch.isfinite(loss)) and bool(torch.isfinite(norms).all()):
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(norms).all())
+        if trainer.world_size > 1:  # DDP: losses differ per rank; every rank must stop together
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
             return
-        what = f"loss is {float(loss)}" if not torch.isfinite(loss) else "the weights overflowed"
+        if not torch.isfinite(loss):
+            what = f"loss is {float(loss)}"
+        elif torch.isfinite(norms).all():
+            what = "another DDP rank's loss is not finite"
+        else:
+            what = "the weights overflowed"
         lrs = ", ".join(f"{g['lr']:.3g}" for g in trainer.optimizers[0].param_groups)
         raise NonFiniteLossError(
             f"{what} at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "

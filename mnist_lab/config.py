@@ -71,6 +71,12 @@ def _validates(trainer: DictConfig) -> bool:
     return not (limit == 0 or every in (0, None)) and not trainer.get("fast_dev_run")
 
 
+def _multi_process(trainer: DictConfig) -> bool:
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
+    many = devices not in (1, "1", None) and not (isinstance(devices, list) and len(devices) == 1)
+    return "ddp" in str(trainer.get("strategy")) and (many or int(nodes) > 1)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible combinations before any data is loaded or any file is written."""
     problems = []
@@ -107,5 +113,16 @@ def check_config(cfg: DictConfig) -> None:
             )
     elif ckpt_path and not os.path.isfile(str(ckpt_path)):
         problems.append(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    launcher = (
+        OmegaConf.select(HydraConfig.get(), "launcher._target_")
+        if HydraConfig.initialized()
+        else None
+    )
+    if "joblib" in str(launcher) and _multi_process(cfg.trainer):
+        problems.append(
+            "hydra/launcher=joblib runs jobs in worker processes, which Lightning's DDP cannot "
+            "re-launch: use the default launcher for DDP sweeps (drop hydra/launcher=joblib) or "
+            "train each joblib job in one process (trainer=default or trainer.devices=1)"
+        )
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -106,9 +106,10 @@ class Classifier(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        # Epoch means over every training batch (torchmetrics syncs DDP ranks in compute()).
-        self.log("train/loss_epoch", self.train_loss.compute())
-        self.log("train/acc_epoch", self.train_acc.compute())
+        # Epoch means over every training batch. torchmetrics' compute() already syncs DDP
+        # ranks; sync_dist averages equal values (once per epoch) and keeps Lightning quiet.
+        self.log("train/loss_epoch", self.train_loss.compute(), sync_dist=True)
+        self.log("train/acc_epoch", self.train_acc.compute(), sync_dist=True)
         self.train_loss.reset()
         self.train_acc.reset()
 
@@ -134,7 +135,7 @@ class Classifier(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Weight-decayed weights and (unless ``decay_norm_and_bias``) undecayed 1-d params."""

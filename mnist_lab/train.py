@@ -17,14 +17,19 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.callbacks import NonFiniteLossError
 from mnist_lab.checkpoint import CheckpointError
 from mnist_lab.config import CONFIG_DIR, ConfigError, check_config, group_choice, instantiate_group
 from mnist_lab.data import MNISTDataError
+from mnist_lab.distributed import hydra_job_scope
 from mnist_lab.models import count_parameters
+from mnist_lab.report import ERROR_FILE
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         "params": count_parameters(module.net),
         "epochs": trainer.current_epoch,
         "global_steps": trainer.global_step,
+        "world_size": trainer.world_size,  # processes that trained together (DDP)
         "train_seconds": round(train_seconds, 3),
         "model": group_choice(cfg, "model"),
         "optimizer": group_choice(cfg, "optimizer"),
@@ -109,13 +115,26 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        metrics = train(cfg)
-    except (MNISTDataError, NonFiniteLossError, ConfigError, CheckpointError) as err:
+        with hydra_job_scope():
+            metrics = train(cfg)
+    except NonFiniteLossError as err:
         log.error("%s", err)
+        if not sweeping:
+            sys.exit(1)
+        # A diverged trial is a result, not a broken sweep: NaN tells Optuna the trial failed
+        # (it goes on sampling), and error.txt tells the sweep summary why.
+        (Path(cfg.paths.output_dir) / ERROR_FILE).write_text(f"{err}\n")
+        return float("nan")
+    except (MNISTDataError, ConfigError, CheckpointError) as err:
+        log.error("%s", err)
+        if sweeping:
+            raise  # the job fails (error.txt in its directory); the sweep decides what follows
         sys.exit(1)
-    print(f"train_seconds: {metrics['train_seconds']:.1f}")
-    print(f"test/acc: {metrics['test/acc']:.4f}")
+    if rank_zero_only.rank == 0:  # DDP: one copy of the result, from rank 0
+        print(f"train_seconds: {metrics['train_seconds']:.1f}")
+        print(f"test/acc: {metrics['test/acc']:.4f}")
     # Sweepers (Optuna) optimise the value returned here.
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None

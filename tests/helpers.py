@@ -41,3 +41,17 @@ class Trace(L.Callback):
         with open(self.path, "a") as f:
             x = float(batch[0].double().sum())  # after augmentation: order and augmentation
             f.write(f"{trainer.global_step} {batch_idx} {x:.6f} {loss:.8f} {total:.8f}\n")
+
+
+class RecordSamples(L.Callback):
+    """Write ``samples_rank<R>.txt``: one checksum per training image this DDP rank received
+    (un-augmented runs only, so an image's checksum identifies it), to compare ranks' shards."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        images = batch[0].double().flatten(1)
+        ids = [f"{float(v):.6f}" for v in (images * (1 + images.abs())).sum(1)]
+        with open(os.path.join(self.out_dir, f"samples_rank{trainer.global_rank}.txt"), "a") as f:
+            f.write("\n".join(ids) + "\n")

@@ -19,6 +19,7 @@ class CNN(nn.Module):
     """VGG-style stages of ``convs_per_stage`` conv-BN-ReLU blocks, each stage ending in a 2x2
     max-pool (28 -> 14 -> 7 -> 3) and dropout; then a linear head on the globally average-pooled
     features (``global_pool``) or on the whole flattened last map, which keeps where strokes are.
+    ``width_multiplier`` scales every stage's width: one number for a hyper-parameter search.
     """
 
     def __init__(
@@ -28,11 +29,12 @@ class CNN(nn.Module):
         dropout: float = 0.1,
         global_pool: bool = True,
         num_classes: int = 10,
+        width_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 1
-        for width in widths:
+        for width in (max(1, round(w * width_multiplier)) for w in widths):
             for _ in range(convs_per_stage):
                 layers.append(conv_bn_relu(c_in, width))
                 c_in = width

@@ -1,0 +1,195 @@
+"""Scale-out: DDP with 2 real gloo processes, DDP inside a Hydra multirun, Optuna search,
+joblib and SLURM launchers. Every run is a real ``python -m mnist_lab.train`` subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import read_metrics, run_module
+
+# A few real steps of a small model: enough to move test accuracy far from chance, so "equal
+# accuracy" below compares real predictions.
+DDP_RUN = [
+    "trainer=ddp_cpu",
+    "model=mlp",
+    "optimizer=adamw",
+    "scheduler=none",
+    "data.batch_size=64",
+    "data.augment=none",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=30",
+    "trainer.limit_val_batches=1",
+    "logger=none",
+    "callbacks.figures=null",
+]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[Path, Path]:
+    """One 2-process DDP run; returns (run dir, log root where stray directories would land)."""
+    root = tmp_path_factory.mktemp("ddp")
+    run_dir = root / "run"
+    run_dir.mkdir()
+    run_module(
+        "mnist_lab.train",
+        *DDP_RUN,
+        "+callbacks.record._target_=tests.helpers.RecordSamples",
+        f"+callbacks.record.out_dir={run_dir}",
+        f"paths.log_dir={root / 'logs'}",
+        f"hydra.run.dir={run_dir}",
+    )
+    return run_dir, root
+
+
+def _ids(path: Path) -> list[str]:
+    return path.read_text().split()
+
+
+def test_ddp_ranks_train_on_disjoint_shards(ddp_run, datamodule):
+    run_dir, _ = ddp_run
+    rank0, rank1 = _ids(run_dir / "samples_rank0.txt"), _ids(run_dir / "samples_rank1.txt")
+    assert len(rank0) == len(rank1) == 30 * 64  # each rank: its own 30 batches of 64
+    assert not set(rank0) & set(rank1), "both ranks trained on the same images"
+    # The checksums identify images: they are (nearly) unique over the training split and
+    # every recorded one is a training image.
+    x, _ = datamodule.transform((*datamodule.tensors["train"], 0), train=False)
+    flat = x.double().flatten(1)
+    train_ids = {f"{float(v):.6f}" for v in (flat * (1 + flat.abs())).sum(1)}
+    assert len(train_ids) > 0.99 * len(flat)
+    assert set(rank0 + rank1) <= train_ids
+
+
+def test_ddp_writes_one_run_directory_from_rank_zero(ddp_run):
+    run_dir, root = ddp_run
+    metrics = read_metrics(run_dir)
+    assert metrics["world_size"] == 2
+    assert metrics["global_steps"] == 30  # steps per process: 2 x 30 batches in all
+    assert metrics["test/acc"] > 0.5
+    # No second run directory (the children share this one), one config, one metrics.json.
+    assert sorted(p.name for p in root.iterdir()) == ["run"]
+    assert not (root / "logs").exists()
+    assert len(list(run_dir.rglob("metrics.json"))) == 1
+    assert len(list(run_dir.rglob("config.yaml"))) == 1
+    assert (run_dir / "train_ddp_process_1.log").is_file()  # rank 1 ran here
+
+
+def test_ddp_test_accuracy_equals_single_process_eval(ddp_run):
+    run_dir, _ = ddp_run
+    metrics = read_metrics(run_dir)
+    out = run_dir / "single"
+    run_module(
+        "mnist_lab.eval",
+        f"ckpt_path={metrics['best_ckpt']}",
+        f"out_dir={out}",
+        f"hydra.run.dir={out}",
+    )
+    single = read_metrics(out)
+    # Each rank tested its half of the 10,000 images; the synced result is the whole set's.
+    assert single["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert single["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-4)
+
+
+def test_ddp_inside_multirun_gives_one_directory_per_job(tmp_path):
+    proc = run_module(
+        "mnist_lab.train",
+        "-m",
+        "model=mlp,lenet",
+        *[o for o in DDP_RUN if not o.startswith("model=")],
+        "trainer.limit_train_batches=5",
+        f"paths.log_dir={tmp_path}",
+    )
+    # The sweep directory is timestamped under paths.log_dir: exactly one sweep, two jobs.
+    sweeps = list((tmp_path / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1, sweeps
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["multiruns"]
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job in jobs:
+        assert read_metrics(job)["world_size"] == 2
+        assert "test/acc" in read_metrics(job)  # the test phase ran
+        assert (job / "train_ddp_process_1.log").is_file()
+    # Rank 1 ran each job as a single run, not a sweep of its own.
+    assert proc.stdout.count("sweep summary written to") == 1
+
+
+def test_optuna_search_writes_its_result(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_module(
+        "mnist_lab.train",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=10",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "logger=none",
+        "callbacks.figures=null",
+        f"hydra.sweep.dir={sweep}",
+    )
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert result["name"] == "optuna"
+    assert set(result["best_params"]) == {
+        "optimizer",
+        "optimizer.lr",
+        "optimizer.weight_decay",
+        "data.batch_size",
+        "model.width_multiplier",
+    }
+    values = [read_metrics(sweep / str(i))["val/acc_best"] for i in range(3)]
+    assert result["best_value"] == pytest.approx(max(values))
+    assert "sweep summary written to" in proc.stdout
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
+    run_module(
+        "mnist_lab.train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model=mlp,lenet",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=5",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "logger=none",
+        "callbacks.figures=null",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert all((tmp_path / job / "metrics.json").is_file() for job in ("0", "1"))
+
+
+def test_joblib_with_ddp_is_refused_with_the_fix(tmp_path):
+    proc = run_module(
+        "mnist_lab.train",
+        "-m",
+        "hydra/launcher=joblib",
+        "trainer=ddp_cpu",
+        f"hydra.sweep.dir={tmp_path}",
+        check=False,
+        full_error=False,
+    )
+    assert proc.returncode != 0
+    assert "hydra/launcher=joblib" in proc.stderr and "trainer.devices=1" in proc.stderr
+
+
+def test_slurm_launcher_composes():
+    proc = run_module("mnist_lab.train", "hydra/launcher=slurm", "--cfg", "hydra")
+    launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["tasks_per_node"] == 1 and launcher["gpus_per_node"] == 1
+    proc = run_module(
+        "mnist_lab.train",
+        "hydra/launcher=slurm",
+        "trainer=ddp",
+        "trainer.devices=4",
+        "hydra.launcher.tasks_per_node=4",
+        "hydra.launcher.gpus_per_node=4",
+        "--cfg",
+        "all",
+    )
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["trainer"]["strategy"] == "ddp" and cfg["trainer"]["devices"] == 4
+    assert cfg["hydra"]["launcher"]["tasks_per_node"] == 4
