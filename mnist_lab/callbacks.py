@@ -22,17 +22,25 @@ def progress_bar() -> RichProgressBar | None:
     return RichProgressBar() if is_interactive() else None
 
 
-def mid_epoch_checkpoint(dirpath: str, every_n_train_steps: int) -> ModelCheckpoint | None:
-    """Also refresh ``last.ckpt`` every N training steps, so a crash mid-epoch loses < N steps
-    (None when N is 0: ``last.ckpt`` is then written at epoch ends only)."""
-    if not every_n_train_steps:
-        return None
+def last_checkpoint(dirpath: str, every_n_train_steps: int = 0) -> ModelCheckpoint:
+    """``last.ckpt`` after every epoch (and every N training steps when N > 0, so a crash
+    mid-epoch loses < N steps): what ``ckpt_path=last`` resumes from.
+
+    Lightning's own ``save_last`` refreshes ``last.ckpt`` only when the monitored metric
+    improves, so without this a run killed after a few epochs without a new best would
+    resume epochs behind.
+    """
+    if every_n_train_steps:
+        return ModelCheckpoint(
+            dirpath=dirpath,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=every_n_train_steps,
+            enable_version_counter=False,
+        )
+    # no monitor + top-1: one file, overwritten at every epoch end, named last.ckpt
     return ModelCheckpoint(
-        dirpath=dirpath,
-        save_top_k=0,
-        save_last=True,
-        every_n_train_steps=every_n_train_steps,
-        enable_version_counter=False,
+        dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
 
 

@@ -31,7 +31,7 @@ RUN = [
     "trainer.limit_test_batches=5",
     "trainer.deterministic=true",
     "trainer.log_every_n_steps=5",
-    "callbacks.mid_epoch_checkpoint.every_n_train_steps=5",
+    "callbacks.last_checkpoint.every_n_train_steps=5",
     "callbacks.figures=null",
     "seed=7",
 ]
@@ -107,6 +107,27 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path):
     assert "ckpt_path=last" in proc.stderr and "hydra.run.dir" in proc.stderr
 
 
+def test_last_checkpoint_follows_every_epoch_not_only_new_bests(tmp_path):
+    """lr=0: validation accuracy never improves after epoch 0, yet last.ckpt (what
+    ckpt_path=last resumes from) must hold the final epoch, not the best one."""
+    run_module(
+        "mnist_lab.train",
+        "optimizer.lr=0.0",
+        "scheduler=none",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "logger=none",
+        "callbacks.figures=null",
+        f"hydra.run.dir={tmp_path}",
+    )
+    ckpts = tmp_path / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 6)
+    best = list(ckpts.glob("epoch*.ckpt"))
+    assert len(best) == 1 and best[0].name.startswith("epoch000")  # the best stayed epoch 0
+
+
 def test_divergence_stops_at_the_first_nonfinite_loss(tmp_path):
     proc = run_module(
         "mnist_lab.train",
@@ -114,7 +135,7 @@ def test_divergence_stops_at_the_first_nonfinite_loss(tmp_path):
         "scheduler=none",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=40",
-        "callbacks.mid_epoch_checkpoint.every_n_train_steps=1",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
         "logger=none",
         f"hydra.run.dir={tmp_path}",
         check=False,
@@ -173,7 +194,7 @@ def test_random_sigkills_never_leave_a_corrupt_last_checkpoint(tmp_path):
         "model=mlp",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=400",
-        "callbacks.mid_epoch_checkpoint.every_n_train_steps=1",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
         "callbacks.figures=null",
         "logger=none",
         f"hydra.run.dir={tmp_path}",
