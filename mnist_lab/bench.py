@@ -29,13 +29,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
 
 from mnist_lab.callbacks import TimeToAccuracy
 from mnist_lab.checkpoint import load_net
-from mnist_lab.config import CONFIG_DIR
+from mnist_lab.config import compose_train_config
 from mnist_lab.data import MEAN, RESOURCES, STD, MNISTDataModule
 from mnist_lab.inference import accuracy, predict_proba
 from mnist_lab.train import build_module, train
@@ -66,16 +64,6 @@ def machine_info(threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-
-
-def compose_preset(preset: str | None, overrides: list[str], output_dir: Path) -> DictConfig:
-    """A train config as the command line would compose it, writing into ``output_dir``."""
-    extra = [f"experiment={preset}"] if preset else []
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=extra + overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 def _rate(n_images: int, fn: Callable[[], int], repeats: int) -> float:
@@ -169,7 +157,7 @@ def bench_loop(quick: bool, preset: str = "fast") -> dict[str, Any]:
         ]
         if quick:
             overrides.append("trainer.limit_train_batches=50")
-        cfg = compose_preset(preset, overrides, Path(out))
+        cfg = compose_train_config([f"experiment={preset}", *overrides], out)
         dm: MNISTDataModule = instantiate(cfg.data)
         dm.setup()
         limit = cfg.trainer.limit_train_batches
@@ -254,7 +242,7 @@ def bench_time(quick: bool, preset: str, seeds: int, overrides: list[str] = ()) 
     for seed in range(seeds):
         with tempfile.TemporaryDirectory() as out:
             extra = [f"seed={seed}", "logger=none", *(QUICK_TRAIN if quick else []), *overrides]
-            cfg = compose_preset(preset, extra, Path(out))
+            cfg = compose_train_config([f"experiment={preset}", *extra], out)
             dm = MNISTDataModule(data_dir=cfg.data.data_dir)
             dm.setup("test")
             clock = TimeToAccuracy(
@@ -296,12 +284,11 @@ def bench_accuracy(quick: bool, presets: list[str], seeds: int) -> dict[str, Any
         accs, secs, ckpts = [], [], []
         with tempfile.TemporaryDirectory() as out:
             for seed in range(seeds):
-                cfg = compose_preset(
-                    preset,
-                    [f"seed={seed}", "logger=none", *(QUICK_TRAIN if quick else [])],
+                cfg = compose_train_config(
+                    [f"experiment={preset}", f"seed={seed}", "logger=none"]
+                    + (QUICK_TRAIN if quick else []),
                     Path(out) / str(seed),
                 )
-                Path(cfg.paths.output_dir).mkdir(parents=True)
                 metrics = train(cfg)
                 accs.append(metrics["test/acc"])
                 secs.append(metrics["train_seconds"])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_lab.data import PROJECT_ROOT, default_data_dir
 
@@ -29,6 +32,16 @@ RESOLVERS = {
 for _name, _fn in RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
+
+
+def compose_train_config(overrides: Sequence[str] = (), output_dir: str | Path = "") -> DictConfig:
+    """The config ``python -m mnist_lab.train OVERRIDES`` would run, for code that trains
+    without the command line (benchmarks, notebooks, tests); it writes into ``output_dir``."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir or PROJECT_ROOT / "logs" / "notebook")
+    return cfg
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -72,9 +85,16 @@ def _validates(trainer: DictConfig) -> bool:
 
 
 def _multi_process(trainer: DictConfig) -> bool:
-    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
-    many = devices not in (1, "1", None) and not (isinstance(devices, list) and len(devices) == 1)
-    return "ddp" in str(trainer.get("strategy")) and (many or int(nodes) > 1)
+    """Whether Lightning will start several processes (DDP, or "auto" over several devices)."""
+    devices, nodes = trainer.get("devices"), int(trainer.get("num_nodes") or 1)
+    if OmegaConf.is_list(devices):
+        many = len(devices) > 1
+    elif str(devices) == "auto":
+        many = torch.cuda.device_count() > 1
+    else:
+        many = str(devices) not in ("1", "None")
+    strategy = str(trainer.get("strategy") or "auto")
+    return (many or nodes > 1) and ("ddp" in strategy or strategy == "auto")
 
 
 def check_config(cfg: DictConfig) -> None:

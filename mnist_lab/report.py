@@ -20,6 +20,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.figures import save, summary_figure
@@ -148,7 +149,8 @@ class SweepSummary(Callback):
     Hydra's error (which skips ``on_multirun_end``)."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
+        # rank 0 only: a SLURM job with several tasks runs this once per task
+        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
             return
         run = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:
@@ -159,6 +161,8 @@ class SweepSummary(Callback):
         write_report([Path(config.hydra.sweep.dir)])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if rank_zero_only.rank != 0:
+            return
         rows, out = write_report([Path(config.hydra.sweep.dir)])
         print(to_markdown(rows), end="")
         print(f"sweep summary written to {out}/summary.md")

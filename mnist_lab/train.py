@@ -27,7 +27,7 @@ from mnist_lab.callbacks import NonFiniteLossError
 from mnist_lab.checkpoint import CheckpointError
 from mnist_lab.config import CONFIG_DIR, ConfigError, check_config, group_choice, instantiate_group
 from mnist_lab.data import MNISTDataError
-from mnist_lab.distributed import hydra_job_scope
+from mnist_lab.distributed import hydra_job_scope, in_sweep_child
 from mnist_lab.models import count_parameters
 from mnist_lab.report import ERROR_FILE
 
@@ -52,6 +52,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     ``extra_callbacks`` lets other tools (the benchmark) observe a run without copying it.
     """
     check_config(cfg)
+    Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # also outside Hydra (notebooks)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
@@ -119,19 +120,18 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with hydra_job_scope():
             metrics = train(cfg)
-    except NonFiniteLossError as err:
+    except (MNISTDataError, NonFiniteLossError, ConfigError, CheckpointError) as err:
         log.error("%s", err)
+        if in_sweep_child():
+            return None  # rank 0 reports it; a failed child would make Lightning kill the sweep
         if not sweeping:
             sys.exit(1)
-        # A diverged trial is a result, not a broken sweep: NaN tells Optuna the trial failed
-        # (it goes on sampling), and error.txt tells the sweep summary why.
-        (Path(cfg.paths.output_dir) / ERROR_FILE).write_text(f"{err}\n")
-        return float("nan")
-    except (MNISTDataError, ConfigError, CheckpointError) as err:
-        log.error("%s", err)
-        if sweeping:
-            raise  # the job fails (error.txt in its directory); the sweep decides what follows
-        sys.exit(1)
+        if isinstance(err, NonFiniteLossError):
+            # A diverged trial is a result, not a broken sweep: the sweeper gets the worst
+            # objective (Optuna goes on sampling) and the summary gets error.txt.
+            (Path(cfg.paths.output_dir) / ERROR_FILE).write_text(f"{err}\n")
+            return cfg.get("diverged_objective")
+        raise  # the job fails (error.txt in its directory); the sweep decides what follows
     if rank_zero_only.rank == 0:  # DDP: one copy of the result, from rank 0
         print(f"train_seconds: {metrics['train_seconds']:.1f}")
         print(f"test/acc: {metrics['test/acc']:.4f}")

@@ -18,10 +18,9 @@ os.environ.setdefault("MNIST_DATA_DIR", str(_shared if _shared.is_dir() else ROO
 os.environ.setdefault("CI", "true")  # quiet progress bars in subprocesses
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from mnist_lab.config import CONFIG_DIR  # noqa: E402
+from mnist_lab.config import compose_train_config  # noqa: E402
 from mnist_lab.data import MNISTDataModule  # noqa: E402
 
 # Overrides that make a training run take seconds: a few batches, small evaluation.
@@ -35,11 +34,7 @@ TINY = [
 
 def compose_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """The train config as Hydra composes it, with ``paths.output_dir`` set outside a run."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir or ROOT / "logs" / "test")
-    return cfg
+    return compose_train_config(overrides, output_dir or ROOT / "logs" / "test")
 
 
 def run_module(

@@ -3,12 +3,14 @@ joblib and SLURM launchers. Every run is a real ``python -m mnist_lab.train`` su
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import read_metrics, run_module
+from tests.conftest import ROOT, read_metrics, run_module
 
 # A few real steps of a small model: enough to move test accuracy far from chance, so "equal
 # accuracy" below compares real predictions.
@@ -158,7 +160,29 @@ def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
         "callbacks.figures=null",
         f"hydra.sweep.dir={tmp_path}",
     )
-    assert all((tmp_path / job / "metrics.json").is_file() for job in ("0", "1"))
+    for job in ("0", "1"):
+        assert (tmp_path / job / "metrics.json").is_file()
+        hydra_cfg = yaml.safe_load((tmp_path / job / ".hydra" / "hydra.yaml").read_text())
+        assert "JoblibLauncher" in hydra_cfg["hydra"]["launcher"]["_target_"]
+
+
+def test_diverged_trial_does_not_stop_the_search(tmp_path):
+    """Both trials diverge at once (lr=1e6): each scores diverged_objective, says why in
+    error.txt, and the search still ends with its result file."""
+    run_module(
+        "mnist_lab.train",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "optimizer.lr=choice(1e6)",  # the search space, narrowed to one diverging value
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert result["best_value"] == 0.0 and result["best_params"]["optimizer.lr"] == 1e6
+    for job in ("0", "1"):
+        assert "diverged" in (tmp_path / job / "error.txt").read_text()
 
 
 def test_joblib_with_ddp_is_refused_with_the_fix(tmp_path):
@@ -193,3 +217,33 @@ def test_slurm_launcher_composes():
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["trainer"]["strategy"] == "ddp" and cfg["trainer"]["devices"] == 4
     assert cfg["hydra"]["launcher"]["tasks_per_node"] == 4
+
+
+def test_torchrun_shares_one_run_directory(tmp_path):
+    """torchrun starts both ranks (Lightning only joins them); with the README's explicit
+    hydra.run.dir both ranks write into one directory and rank 0 writes the results."""
+    run_dir = tmp_path / "run"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mnist_lab.train",
+            *DDP_RUN,
+            "trainer.limit_train_batches=5",
+            "trainer.precision=bf16-mixed",  # mixed precision under DDP too
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    metrics = read_metrics(run_dir)
+    assert metrics["world_size"] == 2 and metrics["global_steps"] == 5
+    assert proc.stdout.count("test/acc:") == 1  # printed once, by rank 0
