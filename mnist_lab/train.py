@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.callbacks import NonFiniteLossError
-from mnist_lab.checkpoint import CheckpointError
+from mnist_lab.checkpoint import CheckpointError, load_checkpoint
 from mnist_lab.config import CONFIG_DIR, ConfigError, check_config, group_choice, instantiate_group
 from mnist_lab.data import MNISTDataError
 from mnist_lab.distributed import hydra_job_scope, in_sweep_child
@@ -79,9 +79,12 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     checkpoint = trainer.checkpoint_callback
     best_ckpt = checkpoint.best_model_path if checkpoint is not None else ""
     # Test the checkpoint chosen on validation accuracy; the test set never picks a model.
-    test_metrics = trainer.test(
-        module, datamodule=datamodule, ckpt_path=best_ckpt or None, verbose=False, weights_only=True
-    )[0]
+    # Its weights are loaded here, not through trainer.test(ckpt_path=...): with an EMA
+    # callback Lightning would then restore the raw weights ("current_model_state") rather
+    # than the averaged ones that validation chose and that eval/export/serve use.
+    if best_ckpt:
+        module.load_state_dict(load_checkpoint(best_ckpt)["state_dict"])
+    test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
 
     metrics = {
         "test/acc": test_metrics["test/acc"],

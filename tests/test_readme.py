@@ -264,6 +264,9 @@ def test_five_minute_tour_end_to_end(tmp_path):
             assert read_metrics(fast)["test/acc"] > 0.9
         elif module == "eval":
             assert "test/acc:" in proc.stdout and (fast / "eval" / "confusion_matrix.png").is_file()
+            # the same weights (EMA average, as validated) and the same number as train reported
+            evaluated = json.loads((fast / "eval" / "metrics.json").read_text())
+            assert evaluated["test/acc"] == pytest.approx(read_metrics(fast)["test/acc"], abs=1e-6)
         elif module == "predict":
             # "<path>: <digit>   top-3: ..." per drawing; at least 2 of the 3 right after a
             # short training run (the full preset reads all three)
