@@ -61,14 +61,15 @@ class StopOnNonFinite(Callback):
         tensors = [p.detach() for p in pl_module.parameters()]
         tensors += [b for b in pl_module.buffers() if b.is_floating_point()]
         norms = torch.stack(torch._foreach_norm(tensors))
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(norms).all())
+        loss_ok, weights_ok = bool(torch.isfinite(loss)), bool(torch.isfinite(norms).all())
+        finite = loss_ok and weights_ok
         if trainer.world_size > 1:  # DDP: losses differ per rank; every rank must stop together
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             return
-        if not torch.isfinite(loss):
+        if not loss_ok:
             what = f"loss is {float(loss)}"
-        elif torch.isfinite(norms).all():
+        elif weights_ok:
             what = "another DDP rank's loss is not finite"
         else:
             what = "the weights overflowed"

@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mnist_lab.config import CONFIG_DIR
-from mnist_lab.loadtest import free_port
+from mnist_lab.loadtest import free_port, running_server
 from tests.conftest import ROOT, read_metrics, run_module
 
 README = ROOT / "README.md"
@@ -304,21 +304,11 @@ def _check_tensorboard(command: str) -> None:
 
 def _check_server(args: list[str], logs: Path) -> None:
     """The server starts on the exported model and answers the README's curl upload."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mnist_lab.serve", *args, f"port={port}", f"paths.log_dir={logs}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/health", server)
+    (ckpt,) = [a.split("=", 1)[1] for a in args if a.startswith("ckpt_path=")]
+    with running_server(ckpt, free_port(), f"paths.log_dir={logs}") as url:
         curl = next(c for c in readme_commands() if c.startswith("curl -F"))
         curl = curl.replace("my_7.jpg", str(ROOT / "docs" / "images" / "digits" / "seven.jpg"))
-        curl = curl.replace(":8000", f":{port}")
+        curl = curl.replace("http://127.0.0.1:8000", url)
         out = subprocess.run(shlex.split(curl), capture_output=True, text=True, check=True)
         answer = json.loads(out.stdout)
         assert len(answer["probabilities"]) == 10 and answer["digit"] in range(10)
-    finally:
-        server.terminate()
-        server.wait(10)
