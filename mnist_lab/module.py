@@ -36,8 +36,7 @@ class Classifier(L.LightningModule):
             doubles small-CNN training speed on a CPU (oneDNN's fast path).
         fp32_eval: run validation, test and predict without autocast even when training in
             ``bf16-mixed``, so the reported numbers are those of the float32 model that export
-            and serve run (bf16 rounding can flip near-ties; on an ``experiment=fast``
-            checkpoint it changed none of the 10,000 test predictions).
+            and serve run (bf16 rounding of the logits can flip near-ties).
         run_config: the run's resolved config, stored in the checkpoint to rebuild the model.
     """
 
