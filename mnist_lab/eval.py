@@ -29,6 +29,7 @@ from mnist_lab.figures import (
     reliability_figure,
     save,
 )
+from mnist_lab.hardware import resolve_precision
 from mnist_lab.metrics import classification_metrics, per_class_markdown
 from mnist_lab.run_logs import read_epoch_curves
 
@@ -46,9 +47,11 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     net, run_config = load_net(ckpt)
     # The same LightningModule (loss, label smoothing, layout) the run trained with.
     module = instantiate(run_config["module"], _partial_=True)(net=net)
-    if cfg.trainer.precision is None:
-        with open_dict(cfg):
+    with open_dict(cfg):
+        if cfg.trainer.precision is None:
             cfg.trainer.precision = run_config["trainer"]["precision"]
+        # `auto` (or a checkpoint from before it was resolved) -> what suits this machine
+        cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     datamodule = instantiate(cfg.data)
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False

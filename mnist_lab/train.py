@@ -28,6 +28,7 @@ from mnist_lab.checkpoint import CheckpointError, load_checkpoint
 from mnist_lab.config import CONFIG_DIR, ConfigError, check_config, group_choice, instantiate_group
 from mnist_lab.data import MNISTDataError
 from mnist_lab.distributed import hydra_job_scope, in_sweep_child
+from mnist_lab.hardware import resolve_auto
 from mnist_lab.models import count_parameters
 from mnist_lab.report import ERROR_FILE
 
@@ -51,6 +52,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 
     ``extra_callbacks`` lets other tools (the benchmark) observe a run without copying it.
     """
+    hardware = resolve_auto(cfg)  # `auto` precision/layout -> this machine's; logged once
     check_config(cfg)
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # also outside Hydra (notebooks)
     L.seed_everything(cfg.seed, workers=True)
@@ -100,6 +102,9 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         "scheduler": group_choice(cfg, "scheduler"),
         "seed": cfg.seed,
         "best_ckpt": best_ckpt or None,
+        "precision": hardware["precision"],
+        "channels_last": hardware["channels_last"],
+        "machine": hardware["machine"],
     }
     # Hyper-parameters are logged with the final metrics, so TensorBoard's HPARAMS tab shows
     # both (logged without metric names, the tab lists the config but no results).
@@ -107,6 +112,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         k: metrics[k] for k in ("test/acc", "test/loss", "val/acc_best") if metrics[k] is not None
     }
     params = OmegaConf.to_container(cfg, resolve=True)
+    params["machine"] = hardware["machine"]  # the HPARAMS tab says where the run trained
     for logger in loggers:
         takes_metrics = "metrics" in inspect.signature(logger.log_hyperparams).parameters
         logger.log_hyperparams(params, **({"metrics": final} if takes_metrics else {}))

@@ -51,6 +51,12 @@ COVERED_ELSEWHERE = {
     "mnist_lab.report": "test_reports.py::test_report_ranks_the_four_jobs",
     "mnist_lab.ensemble": "test_ensemble.py::test_ensemble_command_averages_probabilities",
     "mnist_lab.bench --quick": "test_bench.py::test_quick_bench_writes_a_complete_json",
+    "mnist_lab.bench machine --out": (
+        "test_hardware.py::test_bench_machine_reports_the_machine_and_what_auto_picks"
+    ),
+    "ONEDNN_MAX_CPU_ISA=AVX2 python -m mnist_lab.bench machine": (
+        "test_hardware.py::test_an_avx2_only_cpu_reports_emulated_bf16_and_resolves_to_float32"
+    ),
     "output=json": "test_predict.py::test_predict_reads_photos_at_97_percent",
     "quantize=dynamic": "test_export.py::test_dynamic_quantization_reports_accuracy_change",
     "format=torchscript": (
@@ -264,7 +270,7 @@ def test_five_minute_tour_end_to_end(tmp_path):
             assert read_metrics(fast)["test/acc"] > 0.9
         elif module == "eval":
             assert "test/acc:" in proc.stdout and (fast / "eval" / "confusion_matrix.png").is_file()
-            # the same weights (EMA average, as validated) and the same number as train reported
+            # the same weights (as validated) and the same number as train reported
             evaluated = json.loads((fast / "eval" / "metrics.json").read_text())
             assert evaluated["test/acc"] == pytest.approx(read_metrics(fast)["test/acc"], abs=1e-6)
         elif module == "predict":

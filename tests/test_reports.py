@@ -60,6 +60,25 @@ def test_eval_numbers_are_consistent(evaluated):
     assert f"| all | 10000 | {correct} |" in table and table in proc.stdout
 
 
+def test_train_and_eval_agree_on_ema_weights(tmp_path):
+    """EMA presets: `train` tests the averaged weights that validation chose, as `eval` does.
+    (Lightning's EMA callback restores the raw weights on ``trainer.test(ckpt_path=...)``; after
+    30 steps at decay 0.999 the two differ by far, so a regression shows.)"""
+    run_module(
+        "mnist_lab.train",
+        "experiment=cnn",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=30",
+        "trainer.limit_val_batches=2",
+        "logger=none",
+        "callbacks.figures=null",
+        f"hydra.run.dir={tmp_path}",
+    )
+    run_module("mnist_lab.eval", f"ckpt_path={tmp_path}", f"hydra.run.dir={tmp_path / 'ev'}")
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["test/acc"] == pytest.approx(read_metrics(tmp_path)["test/acc"], abs=1e-6)
+
+
 def test_eval_figures_are_real_pictures(evaluated):
     out, _ = evaluated
     for name in ("confusion_matrix", "errors", "reliability", "curves"):
@@ -94,6 +113,14 @@ def test_tensorboard_has_scalars_images_and_hparams_with_metrics(tb_run):
     assert {"test/acc", "val/acc_best"} <= metric_names
     hparam_names = {h.name for h in experiment.experiment.hparam_infos}
     assert {"model/_target_", "optimizer/lr", "seed"} <= hparam_names
+    # the resolved precision/layout and the machine they were resolved for
+    assert {
+        "trainer/precision",
+        "module/channels_last",
+        "machine/isa",
+        "machine/cpu",
+    } <= hparam_names
+    assert "machine/native_bf16" in hparam_names
     final = acc.Scalars("test/acc")[-1].value
     assert final == pytest.approx(read_metrics(tb_run)["test/acc"], abs=1e-6)
 

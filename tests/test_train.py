@@ -9,6 +9,7 @@ import subprocess
 import pytest
 import torch
 
+from mnist_lab.hardware import native_cpu_bf16, resolve_precision
 from tests.conftest import ROOT, read_metrics, run_module
 
 METRIC_KEYS = {
@@ -23,6 +24,9 @@ METRIC_KEYS = {
     "scheduler",
     "seed",
     "best_ckpt",
+    "precision",
+    "channels_last",
+    "machine",
 }
 
 
@@ -43,12 +47,19 @@ def test_short_training_beats_chance_and_writes_its_run_dir(tmp_path):
         "onecycle",
     )
     assert metrics["params"] == 61_706 and metrics["epochs"] == 1 and metrics["seed"] == 42
+    # `auto` precision/layout resolved for this machine, and the machine named
+    assert metrics["precision"] == resolve_precision("auto", "cpu")
+    assert metrics["channels_last"] is True
+    assert metrics["machine"]["isa"] == torch.backends.cpu.get_cpu_capability()
+    assert metrics["machine"]["native_bf16"] == native_cpu_bf16() and metrics["machine"]["cpu"]
     assert proc.stdout.strip().splitlines()[-1] == f"test/acc: {metrics['test/acc']:.4f}"
     # the tested checkpoint is the best one by val/acc, saved in the run's checkpoints/
     best = tmp_path / "checkpoints" / metrics["best_ckpt"].rsplit("/", 1)[-1]
     assert best.exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
     ckpt = torch.load(best, map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["run_config"]["model"]["_target_"] == "mnist_lab.models.LeNet5"
+    run_config = ckpt["hyper_parameters"]["run_config"]
+    assert run_config["model"]["_target_"] == "mnist_lab.models.LeNet5"
+    assert run_config["trainer"]["precision"] == metrics["precision"]  # stored resolved, not auto
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
