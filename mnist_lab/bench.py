@@ -253,11 +253,16 @@ def matmul_gflops(dtype: torch.dtype, device: str = "cpu", seconds: float = 0.5)
 
 
 def train_images_per_s(
-    preset: str, precision: str, channels_last: bool, quick: bool, device: str = "cpu"
+    preset: str,
+    precision: str,
+    channels_last: bool,
+    quick: bool,
+    device: str = "cpu",
+    overrides: list[str] = (),
 ) -> float:
     """Training images/s of a preset's net (forward, loss, backward, optimizer step) at its batch
     size, in ``precision`` and memory layout; synthetic batches, so it measures compute only."""
-    cfg = compose_train_config([f"experiment={preset}"])
+    cfg = compose_train_config([f"experiment={preset}", *overrides])
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     net = instantiate(cfg.model).to(device=device, memory_format=layout)
@@ -288,7 +293,7 @@ def train_images_per_s(
     return batch * done / (time.perf_counter() - start)
 
 
-def bench_machine(quick: bool, preset: str = "fast") -> dict[str, Any]:
+def bench_machine(quick: bool, preset: str = "fast", overrides: list[str] = ()) -> dict[str, Any]:
     """What this machine is and what is fast on it: matmul GFLOP/s per dtype, the preset net's
     training images/s per precision x layout, and what ``auto`` resolves to here."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -301,7 +306,8 @@ def bench_machine(quick: bool, preset: str = "fast") -> dict[str, Any]:
     for precision in precisions:
         for channels_last in (False, True):
             key = f"{precision}/{'channels_last' if channels_last else 'contiguous'}"
-            rates[key] = round(train_images_per_s(preset, precision, channels_last, quick, device))
+            rate = train_images_per_s(preset, precision, channels_last, quick, device, overrides)
+            rates[key] = round(rate)
     precision = resolve_precision("auto", device if device == "cpu" else "gpu")
     channels_last = resolve_channels_last("auto", precision, device if device == "cpu" else "gpu")
     auto_key = f"{precision}/{'channels_last' if channels_last else 'contiguous'}"
@@ -312,6 +318,7 @@ def bench_machine(quick: bool, preset: str = "fast") -> dict[str, Any]:
         "matmul_gflops": matmul,
         "bf16_vs_fp32_matmul": round(matmul["bfloat16"] / matmul["float32"], 3),
         "preset": preset,
+        "overrides": list(overrides),
         "train_images_per_s": rates,
         "auto": {"precision": precision, "channels_last": channels_last},
         "auto_images_per_s": rates[auto_key],
@@ -540,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="extra Hydra overrides for the time benchmark's preset",
+        help="extra Hydra overrides for the preset of the time and machine benchmarks",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument(
@@ -553,7 +560,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": machine_info(args.threads), "quick": args.quick}
     seeds = 1 if args.quick else args.seeds
     if "machine" in benchmarks:
-        result["machine_bench"] = bench_machine(args.quick, args.preset)
+        result["machine_bench"] = bench_machine(args.quick, args.preset, args.set)
     if "data" in benchmarks:
         result["data"] = bench_data(args.quick)
     if "loop" in benchmarks:

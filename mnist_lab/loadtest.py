@@ -30,6 +30,7 @@ import httpx
 from PIL import Image
 
 from mnist_lab.data import MNISTDataModule
+from mnist_lab.hardware import machine_info
 
 
 def free_port() -> int:
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         url = args.url or stack.enter_context(running_server(args.ckpt, free_port()))
         result = load_test(url, args.seconds, args.concurrency, args.forms)
     result["cpu_count"] = os.cpu_count()
+    result["machine"] = machine_info()  # the same block as every benchmark JSON
     if args.ckpt:
         result["ckpt"] = args.ckpt
     for form in args.forms:

@@ -235,3 +235,4 @@ def test_load_test_command_reports_throughput_and_latency(server, tmp_path):
         assert r["errors"] == 0 and r["requests"] > 10
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert "req/s" in proc.stdout
+    assert result["machine"]["isa"] and "native_bf16" in result["machine"]  # which machine class
