@@ -74,6 +74,11 @@ def group_choice(cfg: DictConfig, group: str) -> str:
     return target.rsplit(".", 1)[-1] if target else "none"
 
 
+# What Lightning's Trainer accepts, plus `auto` (resolved by mnist_lab.hardware before this check).
+PRECISIONS = {"auto", "32", "32-true", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true"}
+PRECISIONS |= {"16", "64", "64-true", "transformer-engine", "transformer-engine-float16"}
+
+
 class ConfigError(ValueError):
     """A config that composes but cannot work; the message names the keys and the fix."""
 
@@ -115,6 +120,16 @@ def check_config(cfg: DictConfig) -> None:
     precision = str(cfg.trainer.get("precision"))
     accelerator = str(cfg.trainer.get("accelerator"))
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision not in PRECISIONS:
+        problems.append(
+            f"trainer.precision={precision} is not a precision: use auto (the default: chosen "
+            "from the hardware), 32, bf16-mixed, or 16-mixed on a GPU"
+        )
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        problems.append(
+            f"trainer.accelerator={accelerator} (trainer=gpu/ddp), but torch sees no CUDA GPU on "
+            "this machine: use trainer=default (accelerator auto) or trainer=cpu / trainer=ddp_cpu"
+        )
     if precision.startswith("16") and on_cpu:
         problems.append(
             f"trainer.precision={precision} needs a GPU (float16 autocast); on the CPU use "

@@ -172,6 +172,12 @@ def test_divergence_stops_at_the_first_nonfinite_loss(tmp_path):
             ["16-mixed needs a GPU", "bf16-mixed"],
         ),
         (["data.batch_size=0"], ["data.batch_size=0 must be a positive"]),
+        (["trainer.precision=fp16"], ["trainer.precision=fp16 is not a precision", "auto"]),
+        pytest.param(
+            ["trainer=gpu"],
+            ["torch sees no CUDA GPU", "trainer=cpu"],
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+        ),
     ],
 )
 def test_config_errors_are_one_short_message(overrides, expected, tmp_path):
