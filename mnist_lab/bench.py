@@ -38,6 +38,7 @@ from mnist_lab.checkpoint import load_net
 from mnist_lab.config import compose_train_config
 from mnist_lab.data import MEAN, RESOURCES, STD, MNISTDataModule
 from mnist_lab.hardware import (
+    gpu_bf16,
     machine_info,
     native_cpu_bf16,
     resolve_auto,
@@ -314,7 +315,7 @@ def bench_machine(quick: bool, preset: str = "fast", overrides: list[str] = ()) 
     fastest = max(rates, key=rates.get)
     return {
         "device": device,
-        "native_bf16": native_cpu_bf16() if device == "cpu" else torch.cuda.is_bf16_supported(),
+        "native_bf16": native_cpu_bf16() if device == "cpu" else gpu_bf16(),
         "matmul_gflops": matmul,
         "bf16_vs_fp32_matmul": round(matmul["bfloat16"] / matmul["float32"], 3),
         "preset": preset,

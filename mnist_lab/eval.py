@@ -50,7 +50,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     with open_dict(cfg):
         if cfg.trainer.precision is None:
             cfg.trainer.precision = run_config["trainer"]["precision"]
-        # `auto` (or a checkpoint from before it was resolved) -> what suits this machine
+        # `trainer.precision=auto` given to eval (or a config built outside `train`) -> this machine
         cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     datamodule = instantiate(cfg.data)
     trainer: L.Trainer = instantiate(

@@ -56,22 +56,29 @@ def native_cpu_bf16() -> bool:
     )
 
 
+def gpu_bf16() -> bool:
+    """Native bf16 on the GPU (Ampere or newer); emulated bf16 (V100, T4) does not count."""
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
 def gpu_info() -> dict[str, Any] | None:
+    """Name, count and bf16 of the GPUs; None without CUDA. Initialises CUDA (see resolve_auto)."""
     if not torch.cuda.is_available():
         return None
     return {
         "name": torch.cuda.get_device_name(0),
         "count": torch.cuda.device_count(),
-        "bf16": bool(torch.cuda.is_bf16_supported()),
+        "bf16": gpu_bf16(),
     }
 
 
-def machine_info(threads: int | None = None) -> dict[str, Any]:
-    """The machine block printed at start and written to metrics.json and every benchmark JSON."""
+def machine_info(threads: int | None = None, query_gpu: bool = True) -> dict[str, Any]:
+    """The machine block printed at start and written to metrics.json and every benchmark JSON.
+    ``query_gpu=False`` leaves CUDA uninitialised (fork-based DDP strategies need that)."""
     import lightning
 
     isa, bf16 = cpu_isa(), native_cpu_bf16()
-    gpu = gpu_info()
+    gpu = gpu_info() if query_gpu else None
     return {
         "class": machine_class(isa, bf16, gpu),
         "cpu": cpu_model(),
@@ -96,7 +103,8 @@ def machine_class(isa: str, native_bf16: bool, gpu: dict[str, Any] | None = None
 
 
 def _on_gpu(accelerator: str) -> bool:
-    return accelerator in ("gpu", "cuda") or (accelerator == AUTO and torch.cuda.is_available())
+    """Whether the run will use a CUDA GPU (``trainer=gpu`` without one is config.py's error)."""
+    return accelerator in ("gpu", "cuda", AUTO) and torch.cuda.is_available()
 
 
 def resolve_precision(requested: Any, accelerator: str) -> str:
@@ -105,16 +113,23 @@ def resolve_precision(requested: Any, accelerator: str) -> str:
     if str(requested) != AUTO:
         return str(requested)
     if _on_gpu(accelerator):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if gpu_bf16() else "16-mixed"
     return "bf16-mixed" if native_cpu_bf16() else "32"
 
 
 def resolve_channels_last(requested: Any, precision: str, accelerator: str) -> bool:
-    """``auto`` -> on wherever it was measured to help (``bench machine``): on the CPU in both
-    float32 and bf16 (oneDNN's NHWC convolutions), and on a GPU with 16-bit tensor cores; off for
-    float32 on a GPU, where NCHW cuDNN kernels are as fast."""
-    if str(requested) != AUTO:
-        return bool(requested)
+    """``auto`` -> on the CPU in both float32 and bf16 (oneDNN's NHWC convolutions: measured by
+    ``bench machine``), and on a GPU in 16-bit precision (tensor cores prefer NHWC); off for
+    float32 on a GPU (not measured here). Anything but a bool or ``auto`` is a ValueError."""
+    if str(requested) == AUTO:
+        pass
+    elif isinstance(requested, bool):
+        return requested
+    else:
+        raise ValueError(
+            f"module.channels_last={requested}: use auto (the default: from the hardware), "
+            "true or false"
+        )
     if _on_gpu(accelerator):
         return precision.startswith(("bf16", "16"))
     return True
@@ -134,35 +149,54 @@ def emulated_bf16_warning(precision: str, accelerator: str) -> str | None:
 def resolve_auto(cfg: Any) -> dict[str, Any]:
     """Replace ``trainer.precision: auto`` and ``module.channels_last: auto`` in a run config by
     what suits this machine (in place, so the checkpoint stores the concrete choice) and return
-    the choices with the machine block, for the log, ``metrics.json`` and TensorBoard."""
+    the choices with the machine block, for the log, ``metrics.json`` and TensorBoard.
+
+    Raises ConfigError for a layout that is not a bool or ``auto``, and for ``auto`` precision
+    under a fork-based DDP strategy on a GPU: asking the GPU about bf16 initialises CUDA, after
+    which those strategies cannot fork.
+    """
+    from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import open_dict
 
+    from mnist_lab.config import ConfigError
+
     accelerator = str(cfg.trainer.get("accelerator") or AUTO)
+    strategy = str(cfg.trainer.get("strategy") or AUTO)
     asked_precision = cfg.trainer.get("precision")
     asked_layout = cfg.module.get("channels_last", False) if "module" in cfg else False
+    forks = _on_gpu(accelerator) and ("fork" in strategy or "notebook" in strategy)
+    if forks and str(asked_precision) == AUTO:
+        raise ConfigError(
+            f"trainer.precision=auto with trainer.strategy={strategy}: detecting the GPU's bf16 "
+            "would initialise CUDA before the fork; set trainer.precision=bf16-mixed (Ampere or "
+            "newer) or trainer.precision=16-mixed"
+        )
     precision = resolve_precision(asked_precision, accelerator)
-    channels_last = resolve_channels_last(asked_layout, precision, accelerator)
+    try:
+        channels_last = resolve_channels_last(asked_layout, precision, accelerator)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     with open_dict(cfg):
         cfg.trainer.precision = precision
         if "module" in cfg:
             cfg.module.channels_last = channels_last
-    machine = machine_info()
-    how = {True: "auto", False: "set"}
-    log.info(
-        "machine: %s (%s, native bf16: %s, GPU: %s) -> trainer.precision=%s (%s), "
-        "module.channels_last=%s (%s)",
-        machine["cpu"],
-        machine["isa"],
-        "yes" if machine["native_bf16"] else "no",
-        machine["gpu"] or "none",
-        precision,
-        how[str(asked_precision) == AUTO],
-        channels_last,
-        how[str(asked_layout) == AUTO],
-    )
-    if str(asked_precision) != AUTO:
+    machine = machine_info(query_gpu=not forks)
+    if rank_zero_only.rank == 0:  # DDP: every rank resolves the same; one of them says so
+        how = {True: "auto", False: "set"}
+        log.info(
+            "machine: %s (%s, native bf16: %s, GPU: %s) -> trainer.precision=%s (%s), "
+            "module.channels_last=%s (%s)",
+            machine["cpu"],
+            machine["isa"],
+            "yes" if machine["native_bf16"] else "no",
+            machine["gpu"] or "none",
+            precision,
+            how[str(asked_precision) == AUTO],
+            channels_last,
+            how[str(asked_layout) == AUTO],
+        )
         warning = emulated_bf16_warning(precision, accelerator)
-        if warning:
+        if warning and str(asked_precision) != AUTO:
             log.warning(warning)
     return {
         "precision": precision,

@@ -15,7 +15,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from mnist_lab.hardware import AUTO, resolve_channels_last
+from mnist_lab.hardware import AUTO, resolve_channels_last, resolve_precision
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 STAGES = ("train", "val", "test")
@@ -58,7 +58,7 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         if channels_last == AUTO:  # `train` resolves it first; this covers direct use
-            channels_last = resolve_channels_last(AUTO, "32", "auto")
+            channels_last = resolve_channels_last(AUTO, resolve_precision(AUTO, AUTO), AUTO)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self.memory_format)
         self.optimizer_factory = optimizer

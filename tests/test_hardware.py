@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,7 +37,7 @@ def cpu_only(monkeypatch):
 def cuda(monkeypatch):
     """A machine with a GPU; the test sets whether it supports bf16."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    return lambda bf16: monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    return lambda bf16: monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **kw: bf16)
 
 
 @pytest.mark.parametrize(("native", "expected"), [(False, "32"), (True, "bf16-mixed")])
@@ -72,6 +73,18 @@ def test_channels_last_auto_and_explicit(cuda):
     assert resolve_channels_last("auto", "32", "gpu") is False
     assert resolve_channels_last(False, "bf16-mixed", "cpu") is False
     assert resolve_channels_last(True, "32", "gpu") is True
+    with pytest.raises(ValueError, match="true or false"):
+        resolve_channels_last("off", "32", "cpu")
+
+
+def test_native_bf16_matches_the_cpu_flags():
+    """With nothing capping the ISA, native bf16 is exactly what /proc/cpuinfo advertises."""
+    flags = next(
+        line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+    ).split()
+    imitated = {"ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"} & set(os.environ)
+    expected = ("avx512_bf16" in flags or "amx_bf16" in flags) and not imitated
+    assert native_cpu_bf16() is expected
 
 
 def test_native_bf16_needs_the_onednn_isa(monkeypatch):
@@ -135,13 +148,17 @@ def test_bench_machine_reports_the_machine_and_what_auto_picks(tmp_path):
     assert machine["native_bf16"] == native_cpu_bf16() and machine["cpu"] and machine["class"]
     assert bench["matmul_gflops"]["float32"] > 1 and bench["matmul_gflops"]["bfloat16"] > 0
     rates = bench["train_images_per_s"]
+    precisions = (
+        ("32", "bf16-mixed", "16-mixed") if torch.cuda.is_available() else ("32", "bf16-mixed")
+    )
     assert set(rates) == {
-        f"{p}/{layout}" for p in ("32", "bf16-mixed") for layout in ("contiguous", "channels_last")
+        f"{p}/{layout}" for p in precisions for layout in ("contiguous", "channels_last")
     }
     assert all(r > 0 for r in rates.values())
+    precision = resolve_precision("auto", "auto")
     assert bench["auto"] == {
-        "precision": resolve_precision("auto", "cpu"),
-        "channels_last": resolve_channels_last("auto", "32", "cpu"),
+        "precision": precision,
+        "channels_last": resolve_channels_last("auto", precision, "auto"),
     }
 
 

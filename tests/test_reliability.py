@@ -173,6 +173,7 @@ def test_divergence_stops_at_the_first_nonfinite_loss(tmp_path):
         ),
         (["data.batch_size=0"], ["data.batch_size=0 must be a positive"]),
         (["trainer.precision=fp16"], ["trainer.precision=fp16 is not a precision", "auto"]),
+        (["module.channels_last=off"], ["module.channels_last=off", "true or false"]),
         pytest.param(
             ["trainer=gpu"],
             ["torch sees no CUDA GPU", "trainer=cpu"],

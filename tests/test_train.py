@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from mnist_lab.hardware import native_cpu_bf16, resolve_precision
+from mnist_lab.hardware import native_cpu_bf16, resolve_channels_last, resolve_precision
 from tests.conftest import ROOT, read_metrics, run_module
 
 METRIC_KEYS = {
@@ -48,8 +48,8 @@ def test_short_training_beats_chance_and_writes_its_run_dir(tmp_path):
     )
     assert metrics["params"] == 61_706 and metrics["epochs"] == 1 and metrics["seed"] == 42
     # `auto` precision/layout resolved for this machine, and the machine named
-    assert metrics["precision"] == resolve_precision("auto", "cpu")
-    assert metrics["channels_last"] is True
+    assert metrics["precision"] == resolve_precision("auto", "auto")
+    assert metrics["channels_last"] is resolve_channels_last("auto", metrics["precision"], "auto")
     assert metrics["machine"]["isa"] == torch.backends.cpu.get_cpu_capability()
     assert metrics["machine"]["native_bf16"] == native_cpu_bf16() and metrics["machine"]["cpu"]
     assert proc.stdout.strip().splitlines()[-1] == f"test/acc: {metrics['test/acc']:.4f}"
