@@ -228,10 +228,20 @@ def bench_loop(quick: bool, preset: str = "fast") -> dict[str, Any]:
     }
 
 
+def _sync(device: str) -> Callable[[], None]:
+    """Wait for queued GPU work before reading the clock (a no-op on the CPU)."""
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def rate_key(precision: str, channels_last: bool) -> str:
+    """``32/channels_last``: how ``bench machine`` names a precision x layout."""
+    return f"{precision}/{'channels_last' if channels_last else 'contiguous'}"
+
+
 def matmul_gflops(dtype: torch.dtype, device: str = "cpu", seconds: float = 0.5) -> float:
     """GFLOP/s of square matmuls in ``dtype``. The size adapts so that emulated bf16 (~0.3
     GFLOP/s on AVX2-only CPUs) does not take minutes: one product should last ~0.05-0.2 s."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = _sync(device)
     n = 256
     while True:
         a = torch.randn(n, n, device=device).to(dtype)
@@ -273,7 +283,7 @@ def train_images_per_s(
     x = torch.randn(batch, 1, 28, 28, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (batch,), device=device)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = _sync(device)
 
     def step() -> None:
         with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
@@ -306,12 +316,12 @@ def bench_machine(quick: bool, preset: str = "fast", overrides: list[str] = ()) 
     rates = {}
     for precision in precisions:
         for channels_last in (False, True):
-            key = f"{precision}/{'channels_last' if channels_last else 'contiguous'}"
+            key = rate_key(precision, channels_last)
             rate = train_images_per_s(preset, precision, channels_last, quick, device, overrides)
             rates[key] = round(rate)
     precision = resolve_precision("auto", device if device == "cpu" else "gpu")
     channels_last = resolve_channels_last("auto", precision, device if device == "cpu" else "gpu")
-    auto_key = f"{precision}/{'channels_last' if channels_last else 'contiguous'}"
+    auto_key = rate_key(precision, channels_last)
     fastest = max(rates, key=rates.get)
     return {
         "device": device,
@@ -460,9 +470,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"(x{mb['bf16_vs_fp32_matmul']})"
         )
         auto = mb["auto"]
-        auto_key = (
-            f"{auto['precision']}/{'channels_last' if auto['channels_last'] else 'contiguous'}"
-        )
+        auto_key = rate_key(auto["precision"], auto["channels_last"])
         for key, rate in mb["train_images_per_s"].items():
             mark = " <- auto" if key == auto_key else ""
             lines.append(f"train     {mb['preset']} {key:26s} {rate:>8,} img/s{mark}")
