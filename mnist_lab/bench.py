@@ -32,15 +32,14 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from mnist_lab.callbacks import TimeToAccuracy
 from mnist_lab.checkpoint import load_net
 from mnist_lab.config import compose_train_config
 from mnist_lab.data import MEAN, RESOURCES, STD, MNISTDataModule
 from mnist_lab.hardware import (
-    gpu_bf16,
     machine_info,
-    native_cpu_bf16,
     resolve_auto,
     resolve_channels_last,
     resolve_precision,
@@ -264,16 +263,10 @@ def matmul_gflops(dtype: torch.dtype, device: str = "cpu", seconds: float = 0.5)
 
 
 def train_images_per_s(
-    preset: str,
-    precision: str,
-    channels_last: bool,
-    quick: bool,
-    device: str = "cpu",
-    overrides: list[str] = (),
+    cfg: DictConfig, precision: str, channels_last: bool, quick: bool, device: str = "cpu"
 ) -> float:
-    """Training images/s of a preset's net (forward, loss, backward, optimizer step) at its batch
-    size, in ``precision`` and memory layout; synthetic batches, so it measures compute only."""
-    cfg = compose_train_config([f"experiment={preset}", *overrides])
+    """Training images/s of a run config's net (forward, loss, backward, optimizer step) at its
+    batch size, in ``precision`` and memory layout; synthetic batches: compute only."""
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     net = instantiate(cfg.model).to(device=device, memory_format=layout)
@@ -308,6 +301,8 @@ def bench_machine(quick: bool, preset: str = "fast", overrides: list[str] = ()) 
     """What this machine is and what is fast on it: matmul GFLOP/s per dtype, the preset net's
     training images/s per precision x layout, and what ``auto`` resolves to here."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    cfg = compose_train_config([f"experiment={preset}", *overrides])
     precisions = ["32", "bf16-mixed"] + (["16-mixed"] if device == "cuda" else [])
     matmul = {
         name: round(matmul_gflops(dtype, device, 0.2 if quick else 0.5), 2)
@@ -317,15 +312,13 @@ def bench_machine(quick: bool, preset: str = "fast", overrides: list[str] = ()) 
     for precision in precisions:
         for channels_last in (False, True):
             key = rate_key(precision, channels_last)
-            rate = train_images_per_s(preset, precision, channels_last, quick, device, overrides)
-            rates[key] = round(rate)
-    precision = resolve_precision("auto", device if device == "cpu" else "gpu")
-    channels_last = resolve_channels_last("auto", precision, device if device == "cpu" else "gpu")
+            rates[key] = round(train_images_per_s(cfg, precision, channels_last, quick, device))
+    precision = resolve_precision("auto", accelerator)
+    channels_last = resolve_channels_last("auto", precision, accelerator)
     auto_key = rate_key(precision, channels_last)
     fastest = max(rates, key=rates.get)
     return {
-        "device": device,
-        "native_bf16": native_cpu_bf16() if device == "cpu" else gpu_bf16(),
+        "device": device,  # native bf16 and the rest: the JSON's machine block
         "matmul_gflops": matmul,
         "bf16_vs_fp32_matmul": round(matmul["bfloat16"] / matmul["float32"], 3),
         "preset": preset,
