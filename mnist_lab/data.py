@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
-from mnist_lab.augment import AffineAugment
+from mnist_lab.augment import Augment
 
 MEAN, STD = 0.1307, 0.3081  # pixel statistics of the 60,000 training images, in [0, 1] units
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,18 @@ class TensorBatchLoader:
             self._skip = state["consumed"]
 
 
+def make_augment(options: Mapping[str, Any]) -> Augment:
+    """``data.augment`` -> Augment, with one clear error for an unknown key."""
+    allowed = [f.name for f in fields(Augment)]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"data.augment has unknown key(s) {unknown} (conf/data/augment/*.yaml); "
+            f"allowed: {', '.join(allowed)}"
+        )
+    return Augment(**options)
+
+
 class MNISTDataModule(L.LightningDataModule):
     """MNIST train/val/test splits as in-memory tensors with batched GPU/CPU augmentation."""
 
@@ -202,7 +215,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.preload_to_device, self.seed = preload_to_device, seed
         # `data.augment=none` (or null / false / {}) switches augmentation off.
         self.augment = (
-            None if augment in (None, "none", False) or not augment else AffineAugment(**augment)
+            None if augment in (None, "none", False) or not augment else make_augment(augment)
         )
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_loader: TensorBatchLoader | None = None

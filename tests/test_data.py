@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_lab.augment import AffineAugment, tta_views, warp
+from mnist_lab.augment import Augment, tta_views, warp
 from mnist_lab.data import MEAN, RESOURCES, STD, EpochSampler, MNISTDataError, MNISTDataModule
 
 
@@ -117,7 +117,7 @@ def _centre_of_mass(x: torch.Tensor) -> torch.Tensor:
 
 def test_augmentation_changes_pixels_not_shapes(datamodule):
     images = datamodule.tensors["train"][0][:256].unsqueeze(1).float() / 255
-    aug = AffineAugment(rotate_deg=10, translate_frac=0.1, scale=(0.9, 1.1))
+    aug = Augment(rotate_deg=10, translate_frac=0.1, scale=(0.9, 1.1))
     out = aug(images, generator=torch.Generator().manual_seed(0))
     assert out.shape == images.shape and out.dtype == images.dtype
     changed = (out - images).abs().flatten(1).max(1).values > 0.1
@@ -137,7 +137,7 @@ def test_augmentation_changes_pixels_not_shapes(datamodule):
 
 def test_identity_augmentation_is_exact(datamodule):
     images = datamodule.tensors["train"][0][:16].unsqueeze(1).float() / 255
-    identity = AffineAugment(rotate_deg=0, translate_frac=0, scale=(1.0, 1.0))
+    identity = Augment(rotate_deg=0, translate_frac=0, scale=(1.0, 1.0))
     assert torch.allclose(identity(images), images, atol=1e-5)
 
 
@@ -208,3 +208,51 @@ def test_warp_moves_pixels_exactly():
         (11, 10),
         (9, 10),
     }
+
+
+ROBUST = {"stroke_p": 1, "blur_p": 1, "light_p": 1, "noise_p": 1, "lines_p": 1, "erase_p": 1}
+
+
+def _no_geometry(**stages) -> Augment:
+    return Augment(rotate_deg=0, translate_frac=0, scale=(1.0, 1.0), **stages)
+
+
+@pytest.mark.parametrize("stage", sorted(ROBUST))
+def test_each_robust_stage_changes_every_image_it_is_given(datamodule, stage):
+    images = datamodule.tensors["train"][0][:64].unsqueeze(1).float() / 255
+    out = _no_geometry(**{stage: 1.0})(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    changed = (out - images).abs().flatten(1).amax(1) > 0.05
+    assert changed.float().mean() > 0.9, stage
+
+
+def test_robust_stages_do_what_they_say(datamodule):
+    images = datamodule.tensors["train"][0][:64].unsqueeze(1).float() / 255
+    g = torch.Generator().manual_seed(0)
+    ink = images.sum((1, 2, 3))
+    thick = _no_geometry(stroke_p=1, stroke=1.0)(images, g).sum((1, 2, 3))
+    assert ((thick > ink * 1.1) | (thick < ink * 0.9)).float().mean() > 0.8  # wider or thinner
+    lit = _no_geometry(light_p=1, contrast=0.5, brightness=0.5, uneven=0.0)(images, g)
+    assert lit[images == 0].mean() > 0.1  # the black page turns grey
+    blurred = _no_geometry(blur_p=1, blur_sigma=(1.0, 1.5))(images, g)
+    assert blurred.amax((1, 2, 3)).mean() < images.amax((1, 2, 3)).mean()  # peaks spread out
+    outline = _no_geometry(stroke_p=1, outline_p=1)(images, g)
+    centre = images > 0.99  # the middle of thick strokes is hollow in an outline
+    assert outline[centre].mean() < 0.5
+
+
+def test_degrade_p_keeps_a_clean_share_of_every_batch(datamodule):
+    """Only the first `degrade_p` share of the (already shuffled) batch is degraded; the rest
+    gets the geometry only, exactly as without the stages."""
+    images = datamodule.tensors["train"][0][:100].unsqueeze(1).float() / 255
+    geometry = Augment(rotate_deg=10)(images, torch.Generator().manual_seed(3))
+    both = Augment(rotate_deg=10, degrade_p=0.3, **ROBUST)(images, torch.Generator().manual_seed(3))
+    assert torch.equal(both[30:], geometry[30:])
+    assert not torch.allclose(both[:30], geometry[:30])
+
+
+def test_unknown_augmentation_key_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['nosie_p'\].*noise_p"):
+        MNISTDataModule(augment={"nosie_p": 0.3})
+    with pytest.raises(ValueError, match=r"chances must be in \[0, 1\]"):
+        MNISTDataModule(augment={"noise_p": 1.5})
