@@ -49,6 +49,11 @@ def resolve_checkpoints(paths: list[str] | str) -> list[Path]:
     return found
 
 
+def run_dir_of(ckpt: Path) -> Path | None:
+    """``<run>/checkpoints/x.ckpt`` -> ``<run>``; None for a file outside a run directory."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load`` restricted to tensors and plain containers (``weights_only=True``)."""
     path = Path(path)

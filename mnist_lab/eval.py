@@ -2,7 +2,8 @@
 
 Writes ``metrics.json``, ``per_class.md``, ``confusion_matrix.png``, ``errors.png``,
 ``reliability.png`` and (when the checkpoint comes from a run directory with logs)
-``curves.png`` into ``<run dir>/eval/``.
+``curves.png`` into ``<run dir>/eval/``; with ``robustness=true`` also the corruption suite's
+report into ``<run dir>/robustness/`` (see ``mnist_lab.robustness``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from mnist_lab.checkpoint import CheckpointError, load_net, resolve_checkpoints
+from mnist_lab.checkpoint import CheckpointError, load_net, resolve_checkpoints, run_dir_of
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.data import MNISTDataError
 from mnist_lab.figures import (
@@ -30,15 +31,12 @@ from mnist_lab.figures import (
     save,
 )
 from mnist_lab.hardware import resolve_precision
+from mnist_lab.inference import Predictor
 from mnist_lab.metrics import classification_metrics, per_class_markdown
+from mnist_lab.robustness import default_out, run_suite
 from mnist_lab.run_logs import read_epoch_curves
 
 log = logging.getLogger(__name__)
-
-
-def run_dir_of(ckpt: Path) -> Path | None:
-    """``<run>/checkpoints/x.ckpt`` -> ``<run>``; None for a checkpoint outside a run directory."""
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
@@ -72,6 +70,12 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
         else (run_dir / "eval" if run_dir else Path(cfg.paths.output_dir))
     )
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.robustness:  # the corruption suite, into <run>/robustness (as `robustness` writes)
+        limit = cfg.robustness_limit or len(images)
+        robust = run_suite(
+            Predictor(ckpt), images[:limit], labels[:limit], default_out(ckpt, out / "robustness")
+        )
+        report["robustness"] = {k: robust[k] for k in ("clean_acc", "mean_corrupt_acc")}
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "per_class.md").write_text(per_class_markdown(report["per_class"]))
     save(

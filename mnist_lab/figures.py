@@ -155,3 +155,43 @@ def summary_figure(rows: Sequence[Mapping[str, object]]) -> Figure:
     ax.set_title("Accuracy vs training time, one marker per run")
     ax.grid(alpha=0.3)
     return fig
+
+
+def robustness_figure(
+    clean: torch.Tensor,
+    examples: Mapping[str, torch.Tensor],
+    accuracies: Mapping[str, float],
+    clean_acc: float,
+) -> Figure:
+    """Left: the same digits clean and under every corruption (one row each). Right: accuracy
+    per corruption, clean on top, the mean over the suite as a dashed line."""
+    names = list(examples)
+    k = len(clean)
+    fig = plt.figure(figsize=(7 + k * 0.6, 0.5 * (len(names) + 1) + 0.8))
+    grid = fig.add_gridspec(len(names) + 1, k + 9, wspace=0.05, hspace=0.1)
+    rows = [("clean", clean)] + [(name, examples[name]) for name in names]
+    for r, (name, images) in enumerate(rows):
+        for c in range(k):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(images[c].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    bars = fig.add_subplot(grid[:, k + 3 :])
+    values = [clean_acc] + [accuracies[n] for n in names]
+    labels = ["clean", *names]
+    y = np.arange(len(values))
+    colours = ["tab:green"] + ["tab:blue"] * len(names)
+    bars.barh(y, [100 * v for v in values], color=colours)
+    for yi, v in zip(y, values, strict=True):
+        label = f"{100 * v:.1f}"
+        bars.text(100 * v - 0.3, yi, label, ha="right", va="center", fontsize=7, color="white")
+    mean = float(np.mean([accuracies[n] for n in names]))
+    bars.axvline(100 * mean, color="black", ls="--", lw=1)
+    bars.set_yticks(y, labels, fontsize=8)
+    bars.invert_yaxis()
+    low = min(values)
+    bars.set_xlim(max(0.0, 100 * low - 5), 100)
+    bars.set_xlabel(f"test accuracy (%); dashed: mean over the suite {100 * mean:.2f} %")
+    return fig

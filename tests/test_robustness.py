@@ -1,0 +1,162 @@
+"""The corruption suite (mnist_lab.corruptions) and the robustness report on real checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mnist_lab.corruptions import CORRUPTIONS, corrupt
+from tests.conftest import run_module
+
+RANDOM = {
+    "shot_noise",
+    "impulse_noise",
+    "glass_blur",
+    "motion_blur",
+    "shear",
+    "rotate",
+    "translate",
+    "fog",
+    "spatter",
+    "dotted_line",
+    "zigzag",
+}
+
+
+@pytest.fixture(scope="module")
+def digits(datamodule) -> torch.Tensor:
+    return datamodule.tensors["test"][0][:200]
+
+
+def centre_of_mass(x: torch.Tensor) -> torch.Tensor:
+    """[N, 2] as (row, col)."""
+    w = x.float()
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = w.sum((1, 2))
+    return torch.stack([(w * rows).sum((1, 2)) / mass, (w * cols).sum((1, 2)) / mass], 1)
+
+
+def extent(x: torch.Tensor) -> torch.Tensor:
+    """Height of each digit's ink (rows with any pixel > 64)."""
+    rows = (x > 64).any(dim=2).float()
+    idx = torch.arange(28.0)
+    top = torch.where(rows > 0, idx, 99.0).amin(1)
+    bottom = torch.where(rows > 0, idx, -1.0).amax(1)
+    return bottom - top + 1
+
+
+def test_the_suite_has_mnist_c_s_fifteen_corruptions():
+    assert len(CORRUPTIONS) == 15
+    assert {"fog", "canny_edges", "zigzag", "glass_blur", "stripe"} <= set(CORRUPTIONS)
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_each_corruption_changes_the_digits_reproducibly(name, digits):
+    out = corrupt(name, digits, seed=0)
+    assert out.shape == digits.shape and out.dtype == torch.uint8
+    changed = (out.int() - digits.int()).abs().flatten(1).amax(1) > 40
+    assert changed.float().mean() > 0.9, f"{name} left most digits as they were"
+    assert torch.equal(out, corrupt(name, digits, seed=0))  # seeded
+    if name in RANDOM:
+        assert not torch.equal(out, corrupt(name, digits, seed=1))
+
+
+def test_corruptions_do_what_their_names_say(digits):
+    x = digits.int()
+    bright = corrupt("brightness", digits)
+    assert (bright[digits == 0] == 128).all()  # black background -> mid grey (+0.5)
+    stripe = corrupt("stripe", digits).int()
+    assert torch.equal(stripe[..., :7], 255 - x[..., :7]) and torch.equal(
+        stripe[..., 7:21], x[..., 7:21]
+    )
+    impulse = corrupt("impulse_noise", digits)
+    hit = ((impulse == 0) | (impulse == 255)) & (impulse != digits)
+    assert 0.10 < hit.float().mean() < 0.17  # 17 % set, some to the value they had
+    shot = corrupt("shot_noise", digits)
+    assert (shot[digits == 0] == 0).all()  # no photons where there is no light
+    scaled = corrupt("scale", digits)
+    assert 0.6 < (extent(scaled) / extent(digits)).median() < 0.8
+    moved = centre_of_mass(corrupt("translate", digits)) - centre_of_mass(digits)
+    assert torch.allclose(moved.abs().median(0).values, torch.tensor([3.0, 3.0]), atol=0.5)
+    edges = corrupt("canny_edges", digits)
+    assert set(edges.unique().tolist()) <= {0, 255}
+    fog = corrupt("fog", digits).float()
+    ink, paper = fog[digits > 200].mean(), fog[digits == 0].mean()
+    assert paper > 40 and ink - paper < 0.45 * 255  # grey cloud, a quarter of the contrast left
+
+
+def test_unknown_corruption_names_the_choices(digits):
+    with pytest.raises(ValueError, match=r"unknown corruption 'snow'.*fog"):
+        corrupt("snow", digits)
+
+
+def test_robustness_report_for_a_run_and_its_onnx_export(good_run, onnx_export, tmp_path):
+    """The command writes <run>/robustness with the suite's numbers, the table and the figure;
+    the exported ONNX model gives the same accuracies (same corrupted images, same weights)."""
+    proc = run_module(
+        "mnist_lab.robustness",
+        f"ckpt_path={good_run}",
+        "limit=300",
+        "threads=2",
+        f"hydra.run.dir={tmp_path / 'r'}",
+    )
+    out = good_run / "robustness"
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["corruptions"]) == set(CORRUPTIONS)
+    values = list(report["corruptions"].values())
+    assert report["mean_corrupt_acc"] == pytest.approx(sum(values) / len(values), abs=1e-4)
+    assert report["n_images"] == 300 and report["clean_acc"] > 0.95
+    assert min(values) < report["clean_acc"]  # the suite costs accuracy somewhere
+    assert (out / "robustness.png").stat().st_size > 20_000
+    assert "| fog |" in proc.stdout and "mean over the suite" in proc.stdout
+    onnx, _ = onnx_export
+    onnx_out = tmp_path / "onnx_rob"
+    run_module(
+        "mnist_lab.robustness",
+        f"ckpt_path={onnx}",
+        "limit=300",
+        f"out_dir={onnx_out}",
+        "corruptions=[fog,stripe,rotate]",
+        f"hydra.run.dir={tmp_path / 'o'}",
+    )
+    from_onnx = json.loads((onnx_out / "metrics.json").read_text())
+    assert list(from_onnx["corruptions"]) == ["fog", "stripe", "rotate"]
+    for name, acc in from_onnx["corruptions"].items():  # int8-quantised: within 2 images of 300
+        assert acc == pytest.approx(report["corruptions"][name], abs=2 / 300)
+
+
+def test_eval_can_include_the_suite(trained_runs, tmp_path):
+    run = trained_runs[0]
+    run_module(
+        "mnist_lab.eval",
+        f"ckpt_path={run}",
+        "robustness=true",
+        "robustness_limit=200",
+        f"hydra.run.dir={tmp_path}",
+    )
+    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+    suite = json.loads((run / "robustness" / "metrics.json").read_text())
+    assert evaluated["robustness"]["mean_corrupt_acc"] == suite["mean_corrupt_acc"]
+    assert suite["n_images"] == 200 and len(suite["corruptions"]) == 15
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("corruptions=[fog,snow]", "unknown ['snow']"),
+        ("split=train", "use split=test or split=val"),
+    ],
+)
+def test_bad_robustness_settings_are_one_clear_error(good_run, override, message, tmp_path):
+    proc = run_module(
+        "mnist_lab.robustness",
+        f"ckpt_path={good_run}",
+        override,
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+        full_error=False,
+    )
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr
