@@ -14,6 +14,9 @@ Sub-benchmarks:
   time      a preset's final test accuracy (mean ± std over seeds) and median train_seconds;
             --crossing adds when test accuracy first crossed 99.0/99.5 % (secondary)
   accuracy  test accuracy mean ± std over seeds per preset (+ ensemble/TTA of the seeds)
+  augment   ms per batch of the robust augmentation, per stage, vs kornia's (if installed)
+  robustness  presets (default fast, robust) x seeds: clean and corruption-suite accuracy,
+            train seconds and the time ratio to the first preset
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from mnist_lab.hardware import (
 from mnist_lab.inference import accuracy, predict_proba
 from mnist_lab.train import build_module, train
 
-PRESETS = ["mlp", "lenet_baseline", "cnn", "resnet", "fast", "best"]
+PRESETS = ["mlp", "lenet_baseline", "cnn", "resnet", "fast", "best", "robust"]
 SEED_STYLE_BATCH = 128
 # Quick mode: a few batches of everything, to check the machinery (numbers are meaningless).
 QUICK_TRAIN = [
@@ -407,6 +410,78 @@ def bench_time(
     return result
 
 
+def _ms_per_call(fn: Callable[[], Any], repeats: int) -> float:
+    """Median milliseconds of ``fn()`` over ``repeats`` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 3)
+
+
+def bench_augment(quick: bool, batch_size: int = 96) -> dict[str, Any]:
+    """ms per training batch of the robust augmentation (conf/data/augment/robust.yaml), per
+    stage and in all, against kornia's nearest equivalents when kornia is installed
+    (``pip install kornia``; not a dependency)."""
+    from omegaconf import OmegaConf
+
+    from mnist_lab.augment import Augment
+    from mnist_lab.config import CONFIG_DIR
+    from mnist_lab.data import make_augment
+
+    options = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "data/augment/robust.yaml"))
+    robust = make_augment(options)
+    repeats = 10 if quick else 100
+    dm = MNISTDataModule()
+    dm.setup()
+    x = dm.tensors["train"][0][:batch_size].unsqueeze(1).float() / 255
+    half = x[: round(robust.degrade_p * batch_size)]  # the share the photometric stages get
+    g = torch.Generator().manual_seed(0)
+    shape_keys = ("rotate_deg", "translate_frac", "scale", "shear_deg", "elastic_px")
+    geometry = Augment(**{k: options[k] for k in shape_keys})
+    ours = {"geometry (affine + elastic)": _ms_per_call(lambda: geometry(x, g), repeats)}
+    for _, stage in robust._stages():
+        ours[stage.__name__.strip("_")] = _ms_per_call(lambda s=stage: s(half, g), repeats)
+    ours["all (robust.yaml)"] = _ms_per_call(lambda: robust(x, g), repeats)
+    result: dict[str, Any] = {"batch_size": batch_size, "ours_ms": ours}
+    try:
+        import kornia
+        import kornia.augmentation as K
+    except ImportError:
+        result["kornia_ms"] = None
+        return result
+    k_geometry = K.RandomAffine(
+        degrees=options["rotate_deg"],
+        translate=(options["translate_frac"],) * 2,
+        scale=tuple(options["scale"]),
+        shear=options["shear_deg"],
+        p=1.0,
+    )
+    k_elastic = K.RandomElasticTransform(p=1.0)
+    blur = K.RandomGaussianBlur((7, 7), (0.3, 1.5), p=1.0)
+    light = K.AugmentationSequential(
+        K.RandomContrast((0.25, 1.0), p=1.0), K.RandomBrightness((1.0, 1.5), p=1.0)
+    )
+    noise = K.AugmentationSequential(
+        K.RandomGaussianNoise(std=0.3, p=1.0), K.RandomSaltAndPepperNoise(amount=0.15, p=1.0)
+    )
+    erase = K.RandomErasing((0.02, 0.15), p=1.0)
+    kernel = torch.ones(3, 3)
+    theirs = {
+        "geometry (affine + elastic)": _ms_per_call(lambda: k_elastic(k_geometry(x)), repeats),
+        "stroke": _ms_per_call(lambda: kornia.morphology.dilation(half, kernel), repeats),
+        "blur": _ms_per_call(lambda: blur(half), repeats),
+        "light": _ms_per_call(lambda: light(half), repeats),
+        "noise": _ms_per_call(lambda: noise(half), repeats),
+        "erase": _ms_per_call(lambda: erase(half), repeats),
+    }
+    result["kornia_ms"] = theirs
+    result["kornia_version"] = kornia.__version__
+    return result
+
+
 def bench_accuracy(quick: bool, presets: list[str], seeds: int) -> dict[str, Any]:
     """Test accuracy per preset over seeds; the model is always chosen on validation accuracy."""
     table = {}
@@ -433,6 +508,62 @@ def bench_accuracy(quick: bool, presets: list[str], seeds: int) -> dict[str, Any
             if len(ckpts) > 1 and all(ckpts):
                 row.update(_ensemble(ckpts))
         table[preset] = row
+    return table
+
+
+def bench_robustness(quick: bool, presets: list[str], seeds: int) -> dict[str, Any]:
+    """Each preset trained per seed (interleaved, so machine drift hits all alike), then the
+    corruption suite on the test set: clean and mean-over-suite accuracy, train seconds, and
+    each preset's train time relative to the first preset's, seed by seed."""
+    from mnist_lab.inference import Predictor
+    from mnist_lab.robustness import run_suite
+
+    dm = MNISTDataModule()
+    dm.setup("test")
+    images, labels = dm.tensors["test"]
+    if quick:
+        images, labels = images[:500], labels[:500]
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in presets}
+    for seed in range(seeds):
+        for preset in presets:
+            with tempfile.TemporaryDirectory() as out:
+                overrides = [f"experiment={preset}", f"seed={seed}", "logger=none"]
+                cfg = compose_train_config(overrides + (QUICK_TRAIN if quick else []), out)
+                metrics = train(cfg)
+                suite = run_suite(
+                    Predictor(metrics["best_ckpt"]), images, labels, Path(out) / "robustness"
+                )
+            runs[preset].append(
+                {
+                    "seed": seed,
+                    "test_acc": metrics["test/acc"],
+                    "train_seconds": metrics["train_seconds"],
+                    "precision": metrics["precision"],
+                    "mean_corrupt_acc": suite["mean_corrupt_acc"],
+                    "corruptions": suite["corruptions"],
+                }
+            )
+    base = presets[0]
+    table = {}
+    for preset, rows in runs.items():
+        names = list(rows[0]["corruptions"])
+        table[preset] = {
+            "seeds": seeds,
+            "test_acc_mean": statistics.mean(r["test_acc"] for r in rows),
+            "mean_corrupt_acc_mean": statistics.mean(r["mean_corrupt_acc"] for r in rows),
+            "corruptions_mean": {
+                n: round(statistics.mean(r["corruptions"][n] for r in rows), 5) for n in names
+            },
+            "train_seconds_median": statistics.median(r["train_seconds"] for r in rows),
+            f"time_vs_{base}_median": round(
+                statistics.median(
+                    r["train_seconds"] / b["train_seconds"]
+                    for r, b in zip(rows, runs[base], strict=True)
+                ),
+                3,
+            ),
+            "runs": rows,
+        }
     return table
 
 
@@ -506,6 +637,18 @@ def format_table(result: dict[str, Any]) -> str:
             f"accuracy  {preset:15s} {row['mean']:.4f} ± {row['std']:.4f} ({row['seeds']} seeds, "
             f"median {row['train_seconds_median']:.0f} s){ens}"
         )
+    if "augment" in result:
+        aug, theirs = result["augment"], result["augment"].get("kornia_ms") or {}
+        for stage, ms in aug["ours_ms"].items():
+            kornia = f", kornia {theirs[stage]:.3f} ms" if stage in theirs else ""
+            lines.append(f"augment   {stage:28s} ours {ms:.3f} ms per batch{kornia}")
+    for preset, row in result.get("robustness", {}).items():
+        ratio = next(v for k, v in row.items() if k.startswith("time_vs_"))
+        lines.append(
+            f"robust    {preset:10s} clean {row['test_acc_mean']:.2%}, mean over the suite "
+            f"{row['mean_corrupt_acc_mean']:.2%} ({row['seeds']} seeds), median "
+            f"{row['train_seconds_median']:.1f} s ({ratio:.2f}x)"
+        )
     return "\n".join(lines)
 
 
@@ -520,7 +663,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "benchmarks",
         nargs="*",
-        choices=[[], "machine", "data", "loop", "time", "accuracy"],
+        choices=[[], "machine", "data", "loop", "time", "accuracy", "augment", "robustness"],
         help="which to run (default: all)",
     )
     parser.add_argument(
@@ -569,6 +712,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["loop"] = bench_loop(args.quick, args.loop_preset)
     if "time" in benchmarks:
         result["time"] = bench_time(args.quick, args.preset, seeds, args.set, args.crossing)
+    if "augment" in benchmarks:
+        result["augment"] = bench_augment(args.quick)
+    if "robustness" in benchmarks:
+        robust_presets = args.presets if args.presets != PRESETS else ["fast", "robust"]
+        result["robustness"] = bench_robustness(args.quick, robust_presets, seeds)
     if "accuracy" in benchmarks:
         presets = ["lenet_baseline", "fast"] if args.quick else args.presets
         result["accuracy"] = bench_accuracy(

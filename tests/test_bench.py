@@ -9,7 +9,16 @@ from tests.conftest import run_module
 
 def test_help_lists_the_sub_benchmarks():
     out = run_module("mnist_lab.bench", "--help").stdout
-    for name in ("machine", "data", "loop", "time", "accuracy", "--quick", "--seeds", "--crossing"):
+    for name in (
+        "machine",
+        "data",
+        "loop",
+        "time",
+        "accuracy",
+        "augment",
+        "robustness",
+        "--crossing",
+    ):
         assert name in out
 
 
@@ -60,3 +69,29 @@ def test_time_crossing_is_a_labelled_side_column(tmp_path):
     steps = [h["step"] for h in run["history"]]
     assert steps == sorted(steps) and run["crossing_eval_seconds"] > 0
     assert "chosen on the test set" in proc.stdout
+
+
+def test_quick_augment_and_robustness_benchmarks(tmp_path):
+    """`bench augment` times every robust stage; `bench robustness` trains each preset per seed,
+    runs the suite and reports the time ratio to the first preset."""
+    out = tmp_path / "robust.json"
+    proc = run_module(
+        "mnist_lab.bench",
+        "augment",
+        "robustness",
+        "--quick",
+        "--presets",
+        "fast",
+        "lenet_baseline",
+        "--out",
+        str(out),
+        timeout=600,
+    )
+    result = json.loads(out.read_text())
+    ours = result["augment"]["ours_ms"]
+    assert {"stroke", "blur", "light", "noise", "lines", "erase", "all (robust.yaml)"} <= set(ours)
+    assert all(ms > 0 for ms in ours.values())
+    fast, lenet = result["robustness"]["fast"], result["robustness"]["lenet_baseline"]
+    assert fast["time_vs_fast_median"] == 1.0 and lenet["time_vs_fast_median"] > 0
+    assert len(fast["corruptions_mean"]) == 15 and 0 < fast["mean_corrupt_acc_mean"] <= 1
+    assert "mean over the suite" in proc.stdout and "ours" in proc.stdout
