@@ -68,6 +68,9 @@ class Augment:
     # Share of the batch that gets the stages below at all: the rest stays clean (affine only),
     # so the net keeps learning clean digits as well as it would without them.
     degrade_p: float = 1.0
+    # 0: every stage below hits an image with its own chance (several may pile up); k >= 1:
+    # each degraded image gets exactly k distinct stages, drawn in proportion to the chances.
+    stages_per_image: int = 0
     # Pen: thinner or thicker strokes, a fraction (up to `stroke`) of a 3x3 erosion/dilation.
     stroke_p: float = 0.0
     stroke: float = 1.0
@@ -87,9 +90,14 @@ class Augment:
     specks: float = 0.15
     # Stray lines: a ruled line, a strike-through or a pen slip across the digit, sometimes dashed.
     lines_p: float = 0.0
-    # Occlusion: one rectangle of `erase_area` of the image, flat grey or inverted.
+    lines_wavy: float = 0.5  # chance a line is wavy (a zigzag scribble) rather than straight
+    # Occlusion: one rectangle of `erase_area` of the image, flat grey, or inverted (chance
+    # `erase_invert`: the digit runs off the page onto a dark desk or across a dark form box;
+    # unlike a grey box it hides nothing, so it never turns a digit into another).
     erase_p: float = 0.0
     erase_area: Sequence[float] = (0.02, 0.15)
+    erase_invert: float = 0.5
+    erase_border: float = 0.0  # chance of bands along the image border instead of a rectangle
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -106,6 +114,8 @@ class Augment:
         chances = {k: getattr(self, k) for k in ("stroke_p", "blur_p", "light_p", "noise_p")}
         chances |= {"lines_p": self.lines_p, "erase_p": self.erase_p}
         chances |= {"degrade_p": self.degrade_p, "outline_p": self.outline_p}
+        chances |= {"lines_wavy": self.lines_wavy, "erase_invert": self.erase_invert}
+        chances["erase_border"] = self.erase_border
         bad = {k: v for k, v in chances.items() if not 0 <= v <= 1}
         if bad:
             raise ValueError(f"data.augment chances must be in [0, 1], got {bad}")
@@ -137,9 +147,22 @@ class Augment:
         if not stages or k == 0:
             return x
         x, clean = x[:k], x[k:]
-        for _, stage in stages:
-            x = stage(x, g)
+        for (_, stage), pick in zip(stages, self._picks(k, stages, g, dev), strict=True):
+            x = stage(x, g, pick)
         return torch.cat([x, clean])
+
+    def _picks(
+        self, n: int, stages: list, g: torch.Generator | None, dev: torch.device
+    ) -> list[torch.Tensor]:
+        """Which images each stage hits, as [N, 1, 1, 1] float masks: each stage independently
+        with its chance, or (``stages_per_image`` k > 0) exactly k distinct stages per image,
+        drawn in proportion to their chances."""
+        if not self.stages_per_image:
+            return [_chosen(n, p, g, dev) for p, _ in stages]
+        weights = torch.tensor([float(p) for p, _ in stages], device=dev).expand(n, -1)
+        k = min(self.stages_per_image, len(stages))
+        drawn = torch.multinomial(weights, k, replacement=False, generator=g)  # [N, k]
+        return [(drawn == i).any(1).float().view(n, 1, 1, 1) for i in range(len(stages))]
 
     def _stages(self) -> list[tuple[float, Callable]]:
         """In capture order: pen, optics, light, sensor, paper, occlusion."""
@@ -152,7 +175,9 @@ class Augment:
             (self.erase_p, self._erase),
         ]
 
-    def _lines(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _lines(
+        self, x: torch.Tensor, g: torch.Generator | None, pick: torch.Tensor
+    ) -> torch.Tensor:
         n, dev, (h, w) = x.shape[0], x.device, x.shape[-2:]
         cx, cy = _uniform(n, 0, w, g, dev), _uniform(n, 0, h, g, dev)  # a point on the line
         phi = _uniform(n, 0, math.pi, g, dev)
@@ -165,20 +190,21 @@ class Augment:
         cos, sin = torch.cos(phi).view(n, 1, 1), torch.sin(phi).view(n, 1, 1)
         along = cols * cos + rows * sin
         # A wavy (zigzag) pen stroke: the line's centre swings ± `wave` px, period `period` px.
-        wave = _uniform(n, 0, 2.5, g, dev).view(n, 1, 1) * (
-            torch.rand(n, 1, 1, generator=g, device=dev) < 0.5
-        )
+        wavy = torch.rand(n, 1, 1, generator=g, device=dev) < self.lines_wavy
+        wave = _uniform(n, 0, 2.5, g, dev).view(n, 1, 1) * wavy
         swing = wave * (4 * (torch.remainder(along / period, 1.0) - 0.5).abs() - 1)
         across = (cols * sin - rows * cos - swing).abs()
         ink = (1 - (across - width / 2)).clamp(0, 1) * level  # anti-aliased edge, 1 px
         gaps = dashed & (torch.remainder(along, period / 2) > period / 4)
         ink = torch.where(gaps, torch.zeros_like(ink), ink).unsqueeze(1)
-        return torch.maximum(x, ink * _chosen(n, self.lines_p, g, dev))
+        return torch.maximum(x, ink * pick)
 
-    def _stroke(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _stroke(
+        self, x: torch.Tensor, g: torch.Generator | None, pick: torch.Tensor
+    ) -> torch.Tensor:
         n = x.shape[0]
         amount = _uniform(n, -self.stroke, self.stroke, g, x.device).view(n, 1, 1, 1)
-        amount = amount * _chosen(n, self.stroke_p, g, x.device)
+        amount = amount * pick
         thick, thin = dilate(x), -dilate(-x)  # 3x3 dilation and erosion
         out = x + amount.abs() * torch.where(amount > 0, thick - x, thin - x)
         if self.outline_p > 0:  # outer morphological gradient: a 1-px ring around the stroke
@@ -186,7 +212,7 @@ class Augment:
             out = torch.where(hollow, thick - x, out)
         return out
 
-    def _blur(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _blur(self, x: torch.Tensor, g: torch.Generator | None, pick: torch.Tensor) -> torch.Tensor:
         n, dev = x.shape[0], x.device
         lo, hi = self.blur_sigma
         sx, sy = _uniform(n, lo, hi, g, dev), _uniform(n, lo, hi, g, dev)
@@ -200,9 +226,11 @@ class Augment:
         kernel = kernel / kernel.sum(dim=(1, 2), keepdim=True)
         # One grouped convolution: image i is convolved with kernel i.
         blurred = F.conv2d(x.transpose(0, 1), kernel.unsqueeze(1), padding=k // 2, groups=n)
-        return torch.lerp(x, blurred.transpose(0, 1), _chosen(n, self.blur_p, g, dev))
+        return torch.lerp(x, blurred.transpose(0, 1), pick)
 
-    def _light(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _light(
+        self, x: torch.Tensor, g: torch.Generator | None, pick: torch.Tensor
+    ) -> torch.Tensor:
         n, dev, size = x.shape[0], x.device, x.shape[-1]
         contrast = _uniform(n, self.contrast, 1.0, g, dev).view(n, 1, 1, 1)
         lift = _uniform(n, 0, self.brightness, g, dev).view(n, 1, 1, 1)
@@ -210,9 +238,11 @@ class Augment:
         field = (field - field.amin(dim=(2, 3), keepdim=True)) / 4  # >= 0, ~[0, 1]
         uneven = _uniform(n, 0, self.uneven, g, dev).view(n, 1, 1, 1) * field
         lit = (x * contrast + lift + uneven).clamp(0, 1)
-        return torch.lerp(x, lit, _chosen(n, self.light_p, g, dev))
+        return torch.lerp(x, lit, pick)
 
-    def _noise(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _noise(
+        self, x: torch.Tensor, g: torch.Generator | None, pick: torch.Tensor
+    ) -> torch.Tensor:
         n, dev = x.shape[0], x.device
         std = _uniform(n, 0, self.noise_std, g, dev).view(n, 1, 1, 1)
         noisy = x + std * torch.randn(x.shape, generator=g, device=dev, dtype=x.dtype)
@@ -220,9 +250,11 @@ class Augment:
         speck = torch.rand(x.shape, generator=g, device=dev, dtype=x.dtype)
         salt = torch.rand(x.shape, generator=g, device=dev, dtype=x.dtype) < 0.5
         noisy = torch.where(speck < amount, salt.to(x.dtype), noisy).clamp(0, 1)
-        return torch.lerp(x, noisy, _chosen(n, self.noise_p, g, dev))
+        return torch.lerp(x, noisy, pick)
 
-    def _erase(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _erase(
+        self, x: torch.Tensor, g: torch.Generator | None, pick: torch.Tensor
+    ) -> torch.Tensor:
         n, dev, (h, w) = x.shape[0], x.device, x.shape[-2:]
         area = _uniform(n, *self.erase_area, g, dev) * h * w
         aspect = torch.exp(_uniform(n, -1.0, 1.0, g, dev))  # e^±1: bars to squares
@@ -237,11 +269,21 @@ class Augment:
             & (cols >= left.view(n, 1, 1))
             & (cols < (left + ew).view(n, 1, 1))
         ).unsqueeze(1)
-        box = box & (_chosen(n, self.erase_p, g, dev) > 0)
-        # Filled with a flat grey (a finger, a smudge) or inverted (the digit runs off the page
-        # onto a dark desk, or across a dark box printed on a form).
+        # Or bands along the border: the desk beyond the page's edge, the frame of a form's box.
+        # Each side gets a band 2-8 px wide with chance 0.4 (at least one side per image).
+        sides = torch.rand(n, 4, generator=g, device=dev) < 0.4
+        sides[~sides.any(1), 0] = True
+        widths = _uniform(4 * n, 2.0, 8.0, g, dev).view(n, 4) * sides
+        band = (
+            (cols < widths[:, 0].view(n, 1, 1))
+            | (cols >= w - widths[:, 1].view(n, 1, 1))
+            | (rows < widths[:, 2].view(n, 1, 1))
+            | (rows >= h - widths[:, 3].view(n, 1, 1))
+        ).unsqueeze(1)
+        at_border = torch.rand(n, 1, 1, 1, generator=g, device=dev) < self.erase_border
+        box = torch.where(at_border, band, box) & (pick > 0)
         grey = torch.rand(n, 1, 1, 1, generator=g, device=dev, dtype=x.dtype).expand_as(x)
-        invert = torch.rand(n, 1, 1, 1, generator=g, device=dev) < 0.5
+        invert = torch.rand(n, 1, 1, 1, generator=g, device=dev) < self.erase_invert
         return torch.where(box, torch.where(invert, 1 - x, grey), x)
 
 

@@ -256,3 +256,11 @@ def test_unknown_augmentation_key_names_the_allowed_ones():
         MNISTDataModule(augment={"nosie_p": 0.3})
     with pytest.raises(ValueError, match=r"chances must be in \[0, 1\]"):
         MNISTDataModule(augment={"noise_p": 1.5})
+
+
+def test_stages_per_image_gives_each_degraded_image_exactly_k_stages():
+    aug = Augment(stages_per_image=2, **ROBUST)
+    stages = [(p, f) for p, f in aug._stages() if p > 0]
+    picks = torch.cat(aug._picks(500, stages, torch.Generator().manual_seed(0), "cpu"), dim=1)
+    assert torch.equal(picks.sum(1).flatten(), torch.full((500,), 2.0))
+    assert (picks.mean(0).flatten() > 0.2).all()  # equal chances: every stage is used
