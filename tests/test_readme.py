@@ -31,6 +31,7 @@ HYDRA_CONFIGS = {
     "export": "export",
     "serve": "serve",
     "ensemble": "ensemble",
+    "robustness": "robustness",
 }
 # Commands that take minutes, need a GPU, SLURM or a person, or are the suite itself: the test
 # (in tests/) that runs the same thing, checked to exist.
@@ -49,6 +50,13 @@ COVERED_ELSEWHERE = {
     ),
     "images=[my_7.jpg,scans/]": "test_predict.py::test_predict_text_output_and_bad_files",
     "mnist_lab.report": "test_reports.py::test_report_ranks_the_four_jobs",
+    "mnist_lab.robustness ckpt_path=": (
+        "test_robustness.py::test_robustness_report_for_a_run_and_its_onnx_export"
+    ),
+    "robustness=true": "test_robustness.py::test_eval_can_include_the_suite",
+    "mnist_lab.bench augment robustness": (
+        "test_bench.py::test_quick_augment_and_robustness_benchmarks"
+    ),
     "mnist_lab.ensemble": "test_ensemble.py::test_ensemble_command_averages_probabilities",
     "mnist_lab.bench --quick": "test_bench.py::test_quick_bench_writes_a_complete_json",
     "mnist_lab.bench machine --out": (
@@ -57,7 +65,8 @@ COVERED_ELSEWHERE = {
     "ONEDNN_MAX_CPU_ISA=AVX2 python -m mnist_lab.bench machine": (
         "test_hardware.py::test_an_avx2_only_cpu_reports_emulated_bf16_and_resolves_to_float32"
     ),
-    "output=json": "test_predict.py::test_predict_reads_photos_at_97_percent",
+    "output=json": "test_predict.py::test_rendered_phone_photos_are_read",
+    "mnist_lab.photos out=": "test_predict.py::test_rendered_phone_photos_are_read",
     "quantize=dynamic": "test_export.py::test_dynamic_quantization_reports_accuracy_change",
     "format=torchscript": (
         "test_export.py::test_torchscript_export_defaults_beside_the_checkpoint"
