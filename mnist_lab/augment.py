@@ -49,6 +49,22 @@ def dilate(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
 
+# The fields that are probabilities (validated together).
+CHANCES = (
+    "degrade_p",
+    "stroke_p",
+    "outline_p",
+    "blur_p",
+    "light_p",
+    "noise_p",
+    "lines_p",
+    "lines_wavy",
+    "erase_p",
+    "erase_invert",
+    "erase_border",
+)
+
+
 @dataclass(frozen=True)
 class Augment:
     """Random augmentation of float images [N, 1, H, W] in [0, 1] with a black background,
@@ -111,12 +127,7 @@ class Augment:
                 "data.augment.rotate_deg must be >= 0 and data.augment.translate_frac in [0, 1), "
                 f"got rotate_deg={self.rotate_deg}, translate_frac={self.translate_frac}"
             )
-        chances = {k: getattr(self, k) for k in ("stroke_p", "blur_p", "light_p", "noise_p")}
-        chances |= {"lines_p": self.lines_p, "erase_p": self.erase_p}
-        chances |= {"degrade_p": self.degrade_p, "outline_p": self.outline_p}
-        chances |= {"lines_wavy": self.lines_wavy, "erase_invert": self.erase_invert}
-        chances["erase_border"] = self.erase_border
-        bad = {k: v for k, v in chances.items() if not 0 <= v <= 1}
+        bad = {k: getattr(self, k) for k in CHANCES if not 0 <= getattr(self, k) <= 1}
         if bad:
             raise ValueError(f"data.augment chances must be in [0, 1], got {bad}")
         if not (0 < self.contrast <= 1) or min(self.blur_sigma) <= 0:
