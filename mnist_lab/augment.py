@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mnist_lab.errors import ConfigError
+
 
 def _uniform(
     n: int, lo: float, hi: float, g: torch.Generator | None, device: torch.device
@@ -118,20 +120,20 @@ class Augment:
     def __post_init__(self) -> None:
         lo, hi = self.scale
         if not (0 < lo <= hi):
-            raise ValueError(
+            raise ConfigError(
                 "data.augment.scale must be [low, high] with 0 < low <= high, "
                 f"got {list(self.scale)}"
             )
         if self.rotate_deg < 0 or not (0 <= self.translate_frac < 1):
-            raise ValueError(
+            raise ConfigError(
                 "data.augment.rotate_deg must be >= 0 and data.augment.translate_frac in [0, 1), "
                 f"got rotate_deg={self.rotate_deg}, translate_frac={self.translate_frac}"
             )
         bad = {k: getattr(self, k) for k in CHANCES if not 0 <= getattr(self, k) <= 1}
         if bad:
-            raise ValueError(f"data.augment chances must be in [0, 1], got {bad}")
+            raise ConfigError(f"data.augment chances must be in [0, 1], got {bad}")
         if not (0 < self.contrast <= 1) or min(self.blur_sigma) <= 0:
-            raise ValueError(
+            raise ConfigError(
                 "data.augment.contrast must be in (0, 1] and blur_sigma [low, high] > 0, got "
                 f"contrast={self.contrast}, blur_sigma={list(self.blur_sigma)}"
             )

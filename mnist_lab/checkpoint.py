@@ -16,9 +16,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, unsafe or not one of mnist_lab's."""
+from mnist_lab.errors import CheckpointError
 
 
 def resolve_checkpoints(paths: list[str] | str) -> list[Path]:

@@ -14,9 +14,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mnist_lab.data import PROJECT_ROOT, default_data_dir
+from mnist_lab.errors import ConfigError
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(PROJECT_ROOT / "conf")
+
+
+def default_data_dir() -> str:
+    """``$MNIST_DATA_DIR`` when set (CI, offline machines), else ``data/`` in the project."""
+    return os.environ.get("MNIST_DATA_DIR") or str(PROJECT_ROOT / "data")
 
 
 def is_interactive() -> bool:
@@ -77,10 +83,6 @@ def group_choice(cfg: DictConfig, group: str) -> str:
 # What Lightning's Trainer accepts, plus `auto` (resolved by mnist_lab.hardware before this check).
 PRECISIONS = {"auto", "32", "32-true", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true"}
 PRECISIONS |= {"16", "64", "64-true", "transformer-engine", "transformer-engine-float16"}
-
-
-class ConfigError(ValueError):
-    """A config that composes but cannot work; the message names the keys and the fix."""
 
 
 def _validates(trainer: DictConfig) -> bool:

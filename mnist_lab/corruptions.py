@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_lab.augment import warp
+from mnist_lab.errors import ConfigError
 
 Corruption = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]
 
@@ -274,7 +275,7 @@ def corrupt(name: str, images: torch.Tensor, seed: int = SUITE_SEED) -> torch.Te
     """``images`` (uint8 [N, 28, 28]) under corruption ``name``, seeded by (seed, name) so that
     each corruption's randomness does not depend on which others ran before it."""
     if name not in CORRUPTIONS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown corruption {name!r}: choose from {', '.join(CORRUPTIONS)} "
             "(config key `corruptions` in conf/robustness.yaml)"
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from mnist_lab.checkpoint import CheckpointError, load_net, resolve_checkpoints, run_dir_of
+from mnist_lab.checkpoint import load_net, resolve_checkpoints, run_dir_of
 from mnist_lab.config import CONFIG_DIR
-from mnist_lab.data import MNISTDataError
+from mnist_lab.errors import entry_point
 from mnist_lab.figures import (
     confusion_matrix_figure,
     curves_figure,
@@ -31,8 +30,9 @@ from mnist_lab.figures import (
     save,
 )
 from mnist_lab.hardware import resolve_precision
-from mnist_lab.inference import Predictor
+from mnist_lab.inference import TorchPredictor
 from mnist_lab.metrics import classification_metrics, per_class_markdown
+from mnist_lab.module import build_module
 from mnist_lab.robustness import default_out, run_suite
 from mnist_lab.run_logs import read_epoch_curves
 
@@ -44,7 +44,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     ckpt = resolve_checkpoints(str(cfg.ckpt_path))[0]
     net, run_config = load_net(ckpt)
     # The same LightningModule (loss, label smoothing, layout) the run trained with.
-    module = instantiate(run_config["module"], _partial_=True)(net=net)
+    module = build_module(run_config, net)
     with open_dict(cfg):
         if cfg.trainer.precision is None:
             cfg.trainer.precision = run_config["trainer"]["precision"]
@@ -73,7 +73,10 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     if cfg.robustness:  # the corruption suite, into <run>/robustness (as `robustness` writes)
         limit = cfg.robustness_limit or len(images)
         robust = run_suite(
-            Predictor(ckpt), images[:limit], labels[:limit], default_out(ckpt, out / "robustness")
+            TorchPredictor(ckpt),
+            images[:limit],
+            labels[:limit],
+            default_out(ckpt, out / "robustness"),
         )
         report["robustness"] = {k: robust[k] for k in ("clean_acc", "mean_corrupt_acc")}
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -93,12 +96,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@entry_point
 def main(cfg: DictConfig) -> None:
-    try:
-        report, out = evaluate(cfg)
-    except (CheckpointError, MNISTDataError) as err:
-        log.error("%s", err)
-        sys.exit(1)
+    report, out = evaluate(cfg)
     print(per_class_markdown(report["per_class"]), end="")
     print(
         f"macro F1 {report['test/f1_macro']:.4f}, ECE {report['test/ece']:.4f}, "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,20 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from mnist_lab.checkpoint import CheckpointError, load_net, resolve_checkpoints
+from mnist_lab.checkpoint import load_net, resolve_checkpoints
 from mnist_lab.config import CONFIG_DIR
-from mnist_lab.data import MNISTDataError, normalize
+from mnist_lab.errors import ExportError, entry_point
+from mnist_lab.inference import onnx_session
+from mnist_lab.mnist_files import load_split, normalize, to_unit
 
-log = logging.getLogger(__name__)
 for _chatty in ("onnxscript", "onnx_ir", "onnxruntime"):
     logging.getLogger(_chatty).setLevel(logging.WARNING)  # per-pass INFO lines of the exporters
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 MAX_ABS_DIFF = 1e-4  # parity bound on logits between the export and PyTorch
-
-
-class ExportError(RuntimeError):
-    """Bad export options, or an export that does not reproduce the PyTorch model."""
 
 
 class Deployable(nn.Module):
@@ -53,7 +48,7 @@ class Deployable(nn.Module):
 
 def _batches(images: torch.Tensor, size: int = 1000):
     for start in range(0, len(images), size):
-        yield images[start : start + size].unsqueeze(1).float().div(255)
+        yield to_unit(images[start : start + size])
 
 
 def export_onnx(model: Deployable, out: Path) -> None:
@@ -82,9 +77,7 @@ def export_torchscript(model: Deployable, out: Path) -> None:
 
 def onnx_logits(path: Path, images: torch.Tensor) -> np.ndarray:
     """Logits from a plain ``onnxruntime.InferenceSession``: what a consumer would run."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     return np.concatenate(
         [session.run(["logits"], {"input": x.numpy()})[0] for x in _batches(images)]
     )
@@ -140,9 +133,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     (export_onnx if cfg.format == "onnx" else export_torchscript)(model, out)
 
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("test")
-    images, labels = datamodule.tensors["test"]
+    images, labels = load_split("test", cfg.data_dir)
     labels = labels.numpy()
     reference = torch_logits(model, images)
     exported = (onnx_logits if cfg.format == "onnx" else torchscript_logits)(out, images)
@@ -178,12 +169,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@entry_point
 def main(cfg: DictConfig) -> None:
-    try:
-        report = export(cfg)
-    except (CheckpointError, MNISTDataError, ExportError) as err:
-        log.error("%s", err)
-        sys.exit(1)
+    report = export(cfg)
     print(
         f"wrote {report['out']} ({report['size_bytes'] / 1024:.0f} KiB): parity on "
         f"{report['n_images']} test images: max |Δlogit| {report['max_abs_diff']:.2e}, "

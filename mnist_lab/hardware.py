@@ -158,7 +158,7 @@ def resolve_auto(cfg: Any) -> dict[str, Any]:
     from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import open_dict
 
-    from mnist_lab.config import ConfigError
+    from mnist_lab.errors import ConfigError
 
     accelerator = str(cfg.trainer.get("accelerator") or AUTO)
     strategy = str(cfg.trainer.get("strategy") or AUTO)

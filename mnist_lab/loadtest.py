@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from mnist_lab.data import MNISTDataModule
 from mnist_lab.hardware import machine_info
+from mnist_lab.mnist_files import load_split
 
 
 def free_port() -> int:
@@ -72,9 +72,7 @@ def running_server(ckpt: str, port: int, *overrides: str, timeout: float = 120) 
 
 def payloads(n: int = 256) -> dict[str, list[dict[str, Any]]]:
     """Request bodies for the first ``n`` test digits, in both accepted forms."""
-    dm = MNISTDataModule()
-    dm.setup("test")
-    images = dm.tensors["test"][0][:n]
+    images = load_split("test")[0][:n]
     pngs = []
     for image in images:
         buf = io.BytesIO()

@@ -10,6 +10,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -82,7 +84,7 @@ class Classifier(L.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             return self(x.float())
 
-    def _shared_step(
+    def shared_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
@@ -100,7 +102,7 @@ class Classifier(L.LightningModule):
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
-        loss, logits = self._shared_step(batch, "train")
+        loss, logits = self.shared_step(batch, "train")
         # Per-step values only on the steps the logger writes (every `log_every_n_steps`):
         # `self.log` on every step costs more than a small model's whole step on a CPU.
         every = self.trainer.log_every_n_steps
@@ -122,10 +124,10 @@ class Classifier(L.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         """Returns the logits, so callbacks (TensorBoard figures) can see the predictions."""
-        return self._shared_step(batch, "val")[1].detach()
+        return self.shared_step(batch, "val")[1].detach()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self.shared_step(batch, "test")
 
     def predict_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
@@ -175,3 +177,23 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return self.build_optimization(self.trainer.estimated_stepping_batches)
+
+
+def build_module(cfg: DictConfig | Mapping[str, Any], net: nn.Module | None = None) -> Classifier:
+    """The LightningModule of a run config, the one way ``train``, ``eval`` and ``bench`` make it.
+
+    Without ``net``: a fresh net, with the optimizer and scheduler of their groups, to train.
+    With ``net`` (loaded from a checkpoint, whose run config this is): the module it trained in
+    (loss, label smoothing, memory layout), to evaluate.
+    """
+    factory = instantiate(cfg["module"], _partial_=True)
+    if net is not None:
+        return factory(net=net)
+    return factory(
+        net=instantiate(cfg["model"]),
+        optimizer=instantiate(cfg["optimizer"]),
+        scheduler=instantiate(cfg["scheduler"], _convert_="all"),
+        run_config=OmegaConf.to_container(cfg, resolve=True)
+        if isinstance(cfg, DictConfig)
+        else dict(cfg),
+    )

@@ -357,11 +357,9 @@ def write_set(out: str | Path, n: int = 1000, seed: int = 0, images=None, labels
     """Write ``n`` photos of MNIST test digits to ``out`` (00000.jpg, ...) and ``labels.csv``
     (file, label, index in the test set); returns the CSV's path."""
     if images is None or labels is None:
-        from mnist_lab.data import MNISTDataModule
+        from mnist_lab.mnist_files import load_split
 
-        datamodule = MNISTDataModule()
-        datamodule.setup()
-        images, labels = datamodule.tensors["test"]
+        images, labels = load_split("test")
     images, labels = np.asarray(images), np.asarray(labels)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

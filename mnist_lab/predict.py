@@ -8,20 +8,17 @@ MNIST-style preprocessing as the server and the draw-a-digit page (``mnist_lab.p
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.checkpoint import CheckpointError
 from mnist_lab.config import CONFIG_DIR
-from mnist_lab.inference import Predictor
-from mnist_lab.preprocess import ImageError, image_paths, read_image, to_mnist
+from mnist_lab.errors import ImageError, entry_point
+from mnist_lab.inference import load_predictor
+from mnist_lab.preprocess import image_paths, read_image, to_mnist
 
-log = logging.getLogger(__name__)
 OUTPUTS = ("text", "json")
 
 
@@ -30,7 +27,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], list[str]]:
     if cfg.output not in OUTPUTS:
         raise ImageError(f"output={cfg.output} is not supported: use output=text or output=json")
     images = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else cfg.images
-    predictor = Predictor(cfg.ckpt_path, threads=cfg.threads)
+    predictor = load_predictor(cfg.ckpt_path, threads=cfg.threads)
     results, errors, batch = [], [], []
     for path in image_paths(images):
         try:
@@ -60,18 +57,13 @@ def format_text(result: dict[str, Any]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+@entry_point
 def main(cfg: DictConfig) -> None:
-    try:
-        results, errors = predict(cfg)
-    except (CheckpointError, ImageError) as err:
-        log.error("%s", err)
-        sys.exit(1)
+    results, errors = predict(cfg)
     for result in results:
         print(json.dumps(result) if cfg.output == "json" else format_text(result))
-    for error in errors:
-        log.error("%s", error)
-    if errors:
-        sys.exit(1)
+    if errors:  # every readable image was answered above; the exit status says some were not
+        raise ImageError("\n".join(errors))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnist_lab.errors import ImageError, ImageTooLargeError
+
 MAX_BYTES = 5 * 1024 * 1024  # uploads over 5 MB are refused before decoding
 MAX_PIXELS = 40_000_000  # ~6300x6300: larger images are refused as decompression bombs
 WORK_SIDE = 1024  # photos are shrunk to this longer side first: the digit ends up 20 px anyway
@@ -27,14 +29,6 @@ SURVEY_SIDE = 640  # the first look at stroke width and polarity is at this size
 SHAPE_SIDE = 112  # the cropped digit's stroke width is measured and normalised at this size
 STROKE_RANGE = (1.6, 3.9)  # stroke widths (px in MNIST's 20-px box) left as they are
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-class ImageError(ValueError):
-    """The input is not a usable image of a digit; the message says why and what to send."""
-
-
-class ImageTooLargeError(ImageError):
-    """Over the byte or pixel limit (the server answers 413)."""
 
 
 def decode_image(data: bytes) -> Image.Image:

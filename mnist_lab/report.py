@@ -23,13 +23,13 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lab.errors import ERROR_FILE
 from mnist_lab.figures import save, summary_figure
 
 COLUMNS = [
     "job", "model", "optimizer", "scheduler", "overrides", "params", "epochs",
     "test_acc", "val_acc_best", "train_seconds", "status",
 ]  # fmt: skip
-ERROR_FILE = "error.txt"
 
 
 def job_dirs(paths: list[Path]) -> list[Path]:

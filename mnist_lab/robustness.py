@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.checkpoint import CheckpointError, run_dir_of
+from mnist_lab.checkpoint import run_dir_of
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.corruptions import CORRUPTIONS, SUITE_SEED, corrupt
-from mnist_lab.data import MNISTDataError
+from mnist_lab.errors import ConfigError, entry_point
 from mnist_lab.figures import robustness_figure, save
-from mnist_lab.inference import Predictor, accuracy
+from mnist_lab.inference import Predictor, accuracy, load_predictor
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "val")
@@ -37,7 +36,7 @@ def corruption_names(selection: Any) -> list[str]:
     names = [selection] if isinstance(selection, str) else list(selection)
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown or not names:
-        raise ValueError(
+        raise ConfigError(
             f"corruptions={names}: unknown {unknown}; use `all` or a list of "
             f"{', '.join(CORRUPTIONS)} (conf/robustness.yaml)"
         )
@@ -116,8 +115,8 @@ def evaluate_robustness(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
         OmegaConf.to_object(selection) if OmegaConf.is_list(selection) else selection
     )
     if cfg.split not in SPLITS:
-        raise ValueError(f"split={cfg.split} is not supported: use split=test or split=val")
-    predictor = Predictor(cfg.ckpt_path, threads=cfg.threads)
+        raise ConfigError(f"split={cfg.split} is not supported: use split=test or split=val")
+    predictor = load_predictor(cfg.ckpt_path, threads=cfg.threads)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     images, labels = datamodule.tensors[cfg.split]
@@ -136,12 +135,9 @@ def evaluate_robustness(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="robustness")
+@entry_point
 def main(cfg: DictConfig) -> None:
-    try:
-        report, out = evaluate_robustness(cfg)
-    except (CheckpointError, MNISTDataError, ValueError) as err:
-        log.error("%s", err)
-        sys.exit(1)
+    report, out = evaluate_robustness(cfg)
     print(table(report), end="")
     print(f"report in {out}")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,17 +28,10 @@ from omegaconf import DictConfig
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from mnist_lab.checkpoint import CheckpointError
 from mnist_lab.config import CONFIG_DIR
-from mnist_lab.inference import Predictor
-from mnist_lab.preprocess import (
-    MAX_BYTES,
-    ImageError,
-    ImageTooLargeError,
-    decode_image,
-    pixels_to_image,
-    to_mnist,
-)
+from mnist_lab.errors import ImageError, ImageTooLargeError, entry_point
+from mnist_lab.inference import Predictor, load_predictor
+from mnist_lab.preprocess import MAX_BYTES, decode_image, pixels_to_image, to_mnist
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -195,14 +187,11 @@ def create_app(predictor: Predictor, max_batch: int = 64) -> FastAPI:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")
+@entry_point
 def main(cfg: DictConfig) -> None:
     import uvicorn
 
-    try:
-        predictor = Predictor(cfg.ckpt_path, threads=cfg.threads)
-    except CheckpointError as err:
-        log.error("%s", err)
-        sys.exit(1)
+    predictor = load_predictor(cfg.ckpt_path, threads=cfg.threads)
     log.info("serving %s on http://%s:%d", predictor.name, cfg.host, cfg.port)
     uvicorn.run(
         create_app(predictor, cfg.max_batch),

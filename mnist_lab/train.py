@@ -10,41 +10,32 @@ import inspect
 import json
 import logging
 import pickle
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.callbacks import NonFiniteLossError
-from mnist_lab.checkpoint import CheckpointError, load_checkpoint
-from mnist_lab.config import CONFIG_DIR, ConfigError, check_config, group_choice, instantiate_group
-from mnist_lab.data import MNISTDataError
+from mnist_lab.checkpoint import load_checkpoint
+from mnist_lab.config import CONFIG_DIR, check_config, group_choice, instantiate_group
 from mnist_lab.distributed import hydra_job_scope, in_sweep_child
+from mnist_lab.errors import (
+    ERROR_FILE,
+    CheckpointError,
+    MnistLabError,
+    NonFiniteLossError,
+    entry_point,
+    in_multirun,
+)
 from mnist_lab.hardware import resolve_auto
 from mnist_lab.models import count_parameters
-from mnist_lab.report import ERROR_FILE
+from mnist_lab.module import build_module
 
 log = logging.getLogger(__name__)
-
-
-def build_module(cfg: DictConfig) -> L.LightningModule:
-    """The LightningModule of a run config: net, optimizer and scheduler from their groups."""
-    net = instantiate(cfg.model)
-    module_factory = instantiate(cfg.module, _partial_=True)
-    return module_factory(
-        net=net,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler, _convert_="all"),
-        run_config=OmegaConf.to_container(cfg, resolve=True),
-    )
 
 
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -123,24 +114,35 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     return metrics
 
 
+def failed_run(err: MnistLabError, cfg: DictConfig) -> float | None:
+    """What a failed run hands back: the sweep and DDP rules, in one place.
+
+    - a DDP rank >= 1 of a sweep job returns None: rank 0 reports the error, and a failing
+      child would make Lightning kill the whole sweep;
+    - a diverged trial of a sweep is a result, not a broken sweep: the sweeper gets
+      ``diverged_objective`` (the worst accuracy; Optuna goes on sampling), the summary gets
+      ``error.txt``;
+    - anything else is re-raised: ``entry_point`` logs it and exits 1 (a single run), or Hydra
+      marks the job failed (a sweep) and the sweep decides what follows.
+    """
+    if in_sweep_child():
+        log.error("%s", err)
+        return None
+    if isinstance(err, NonFiniteLossError) and in_multirun():
+        log.error("%s", err)
+        (Path(cfg.paths.output_dir) / ERROR_FILE).write_text(f"{err}\n")
+        return cfg.get("diverged_objective")
+    raise err
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@entry_point
 def main(cfg: DictConfig) -> float | None:
-    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         with hydra_job_scope():
             metrics = train(cfg)
-    except (MNISTDataError, NonFiniteLossError, ConfigError, CheckpointError) as err:
-        log.error("%s", err)
-        if in_sweep_child():
-            return None  # rank 0 reports it; a failed child would make Lightning kill the sweep
-        if not sweeping:
-            sys.exit(1)
-        if isinstance(err, NonFiniteLossError):
-            # A diverged trial is a result, not a broken sweep: the sweeper gets the worst
-            # objective (Optuna goes on sampling) and the summary gets error.txt.
-            (Path(cfg.paths.output_dir) / ERROR_FILE).write_text(f"{err}\n")
-            return cfg.get("diverged_objective")
-        raise  # the job fails (error.txt in its directory); the sweep decides what follows
+    except MnistLabError as err:
+        return failed_run(err, cfg)
     if rank_zero_only.rank == 0:  # DDP: one copy of the result, from rank 0
         print(f"train_seconds: {metrics['train_seconds']:.1f}")
         print(f"test/acc: {metrics['test/acc']:.4f}")

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 
 from mnist_lab.config import CONFIG_DIR, instantiate_group
-from mnist_lab.train import build_module
+from mnist_lab.module import build_module
 from tests.conftest import compose_cfg
 
 MODELS = ["mlp", "lenet", "cnn", "resnet"]

@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from mnist_lab.augment import Augment, tta_views, warp
-from mnist_lab.data import MEAN, RESOURCES, STD, EpochSampler, MNISTDataError, MNISTDataModule
+from mnist_lab.data import MNISTDataModule
+from mnist_lab.errors import ConfigError, MNISTDataError
+from mnist_lab.loader import EpochSampler
+from mnist_lab.mnist_files import MEAN, RESOURCES, STD
 
 
 def test_splits_shapes_and_labels(datamodule):
@@ -159,10 +162,16 @@ def test_augmentation_only_in_training(datamodule):
     assert torch.allclose(x_eval, plain)
 
 
-@pytest.mark.parametrize("off", ["none", None, False, {}])
+@pytest.mark.parametrize("off", [None, {}])  # data/augment=none composes to an empty mapping
 def test_augmentation_can_be_switched_off(off):
     assert MNISTDataModule(augment=off).augment is None
     assert MNISTDataModule(augment={"rotate_deg": 5}).augment.rotate_deg == 5
+
+
+@pytest.mark.parametrize("value", ["none", "off", False])
+def test_augment_that_is_not_a_mapping_names_the_one_way_to_switch_it_off(value):
+    with pytest.raises(ConfigError, match=r"data/augment=default\|robust\|none"):
+        MNISTDataModule(augment=value)
 
 
 def test_bad_augmentation_values_are_refused():

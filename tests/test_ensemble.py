@@ -9,7 +9,8 @@ import pickle
 import pytest
 import torch
 
-from mnist_lab.checkpoint import CheckpointError, load_checkpoint, load_net, resolve_checkpoints
+from mnist_lab.checkpoint import load_checkpoint, load_net, resolve_checkpoints
+from mnist_lab.errors import CheckpointError
 from mnist_lab.inference import accuracy, predict_proba
 from tests.conftest import read_metrics, run_module
 

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import torch
 
 from mnist_lab.checkpoint import load_net, resolve_checkpoints
-from mnist_lab.data import normalize
+from mnist_lab.mnist_files import normalize
 from tests.conftest import run_module
 
 

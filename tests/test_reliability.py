@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from mnist_lab.checkpoint import load_checkpoint
-from mnist_lab.data import RESOURCES, MNISTDataError, MNISTDataModule
+from mnist_lab.data import MNISTDataModule
+from mnist_lab.errors import MNISTDataError
+from mnist_lab.mnist_files import RESOURCES
 from tests.conftest import ROOT, read_metrics, run_module
 from tests.test_ensemble import _Payload
 

@@ -1,0 +1,24 @@
+"""Speed and accuracy benchmarks, measured on this machine in one run; writes ``bench.json``.
+
+    python -m mnist_lab.bench                      # all sub-benchmarks, full size
+    python -m mnist_lab.bench data loop --quick    # some of them, small
+    python -m mnist_lab.bench machine --out machine.json
+    python -m mnist_lab.bench time --preset fast --seeds 5
+    python -m mnist_lab.bench accuracy --presets mlp cnn --seeds 3
+
+Sub-benchmarks (one module each):
+  machine   CPU/GPU, ISA, native bf16; matmul GFLOP/s per dtype; the preset net's training
+            images/s per precision x layout; what `auto` precision and layout resolve to here
+  data      images/s of our batched pipeline vs the torchvision baseline (Dataset + PIL
+            transforms + DataLoader)
+  loop      seconds/epoch of the Lightning loop vs a plain PyTorch loop, same model and batches
+  time      a preset's final test accuracy (mean ± std over seeds) and median train_seconds;
+            --crossing adds when test accuracy first crossed 99.0/99.5 % (secondary)
+  accuracy  test accuracy mean ± std over seeds per preset (+ ensemble/TTA of the seeds)
+  augment   ms per batch of the robust augmentation, per stage, vs kornia's (if installed)
+  robustness  presets (default fast, robust) x seeds: clean and corruption-suite accuracy,
+            train seconds and the time ratio to the first preset
+
+``--quick`` runs every training with ``debug=tiny`` (conf/debug/tiny.yaml): it checks the
+machinery in minutes; its numbers mean nothing.
+"""

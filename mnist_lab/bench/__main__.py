@@ -1,0 +1,3 @@
+from mnist_lab.bench.cli import main
+
+main()

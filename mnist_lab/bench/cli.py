@@ -1,0 +1,182 @@
+"""``python -m mnist_lab.bench``: run the chosen sub-benchmarks, print a table, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mnist_lab.bench as package
+from mnist_lab.bench.accuracy import bench_accuracy
+from mnist_lab.bench.augment import bench_augment
+from mnist_lab.bench.data import bench_data
+from mnist_lab.bench.loop import bench_loop
+from mnist_lab.bench.machine import bench_machine, rate_key
+from mnist_lab.bench.robustness import bench_robustness
+from mnist_lab.bench.train_time import bench_time
+from mnist_lab.hardware import machine_info
+
+PRESETS = ["mlp", "lenet_baseline", "cnn", "resnet", "fast", "best", "robust"]
+BENCHMARKS = ["machine", "data", "loop", "time", "accuracy", "augment", "robustness"]
+DEFAULT = ["machine", "data", "loop", "time", "accuracy"]  # `bench` without names
+
+
+def format_table(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"machine: {m['class']} | {m['cpu']}, ISA {m['isa']}, native bf16 "
+        f"{'yes' if m['native_bf16'] else 'no'}, GPU {m['gpu'] or 'none'}, "
+        f"{m['torch_threads']} threads, torch {m['torch']}"
+    ]
+    if "machine_bench" in result:
+        mb = result["machine_bench"]
+        mm = mb["matmul_gflops"]
+        lines.append(
+            f"matmul    float32 {mm['float32']:.1f} GFLOP/s, bfloat16 {mm['bfloat16']:.1f} GFLOP/s "
+            f"(x{mb['bf16_vs_fp32_matmul']})"
+        )
+        auto = mb["auto"]
+        auto_key = rate_key(auto["precision"], auto["channels_last"])
+        for key, rate in mb["train_images_per_s"].items():
+            mark = " <- auto" if key == auto_key else ""
+            lines.append(f"train     {mb['preset']} {key:26s} {rate:>8,} img/s{mark}")
+        lines.append(
+            f"auto      precision={mb['auto']['precision']} channels_last="
+            f"{mb['auto']['channels_last']} ({mb['auto_vs_fastest']:.0%} of the fastest, "
+            f"{mb['fastest']})"
+        )
+    if "data" in result:
+        d = result["data"]
+        lines.append(
+            f"data      ours {d['ours_images_per_s']:,} img/s vs torchvision "
+            f"{max(d['torchvision_images_per_s'].values()):,} img/s: x{d['ratio']}"
+        )
+    if "loop" in result:
+        lp = result["loop"]
+        lines.append(
+            f"loop      lightning {lp['lightning_s_per_epoch']} s vs plain "
+            f"{lp['plain_s_per_epoch']} s per {lp['batches']} batches: ratio {lp['ratio']}"
+        )
+    if "time" in result:
+        tm = result["time"]
+        lines.append(
+            f"time      {tm['preset']} ({tm['precision']}): final test acc "
+            f"{tm['test_acc_mean']:.2%} ± {tm['test_acc_std']:.2%} over {tm['seeds']} seeds "
+            f"(min {tm['test_acc_min']:.2%}), median train_seconds {tm['train_seconds_median']:.1f}"
+        )
+        for t, s in tm.get("first_crossing_on_test_set", {}).items():
+            lines.append(
+                f"          first crossing of {float(t):.1%} (chosen on the test set): median "
+                f"{s['median_s']} s, reached {s['reached']}"
+            )
+    for preset, row in result.get("accuracy", {}).items():
+        ens = (
+            f", ensemble {row['ensemble']:.4f}, +TTA {row['ensemble_tta']:.4f}"
+            if "ensemble" in row
+            else ""
+        )
+        lines.append(
+            f"accuracy  {preset:15s} {row['mean']:.4f} ± {row['std']:.4f} ({row['seeds']} seeds, "
+            f"median {row['train_seconds_median']:.0f} s){ens}"
+        )
+    if "augment" in result:
+        aug, theirs = result["augment"], result["augment"].get("kornia_ms") or {}
+        for stage, ms in aug["ours_ms"].items():
+            kornia = f", kornia {theirs[stage]:.3f} ms" if stage in theirs else ""
+            lines.append(f"augment   {stage:28s} ours {ms:.3f} ms per batch{kornia}")
+    for preset, row in result.get("robustness", {}).items():
+        ratio = next(v for k, v in row.items() if k.startswith("time_vs_"))
+        lines.append(
+            f"robust    {preset:10s} clean {row['test_acc_mean']:.2%}, mean over the suite "
+            f"{row['mean_corrupt_acc_mean']:.2%} ({row['seeds']} seeds), median "
+            f"{row['train_seconds_median']:.1f} s ({ratio:.2f}x)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_lab.bench",
+        description=package.__doc__.split("\n\n")[0],
+        epilog="sub-benchmarks" + package.__doc__.split("Sub-benchmarks")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "benchmarks",
+        nargs="*",
+        metavar="BENCHMARK",
+        help=f"any of {', '.join(BENCHMARKS)} (default: {' '.join(DEFAULT)})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny settings (< 3 min): checks the machinery"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="seeds for time and accuracy (default 3)"
+    )
+    parser.add_argument(
+        "--preset", default="fast", help="preset for the time benchmark (default fast)"
+    )
+    parser.add_argument(
+        "--crossing",
+        action="store_true",
+        help="time: also record when test accuracy first crossed 99.0/99.5 %% (evaluates the "
+        "test set every 50 steps; a number chosen on the test set, secondary only)",
+    )
+    parser.add_argument(
+        "--loop-preset", default="fast", help="preset for the loop benchmark (default fast)"
+    )
+    parser.add_argument(
+        "--presets", nargs="+", default=PRESETS, choices=PRESETS, help="accuracy presets"
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra overrides for the preset of the time and machine benchmarks",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument(
+        "--out", default="bench.json", help="where to write the JSON (default bench.json)"
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
+    if unknown:
+        parser.error(
+            f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}"
+        )
+    benchmarks = args.benchmarks or DEFAULT
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("CI", "true")  # no progress bars inside the benchmark
+    result: dict[str, Any] = {"machine": machine_info(args.threads), "quick": args.quick}
+    seeds = 1 if args.quick else args.seeds
+    if "machine" in benchmarks:
+        result["machine_bench"] = bench_machine(args.quick, args.preset, args.set)
+    if "data" in benchmarks:
+        result["data"] = bench_data(args.quick)
+    if "loop" in benchmarks:
+        result["loop"] = bench_loop(args.quick, args.loop_preset)
+    if "time" in benchmarks:
+        result["time"] = bench_time(args.quick, args.preset, seeds, args.set, args.crossing)
+    if "augment" in benchmarks:
+        result["augment"] = bench_augment(args.quick)
+    if "robustness" in benchmarks:
+        robust_presets = args.presets if args.presets != PRESETS else ["fast", "robust"]
+        result["robustness"] = bench_robustness(args.quick, robust_presets, seeds)
+    if "accuracy" in benchmarks:
+        presets = ["lenet_baseline", "fast"] if args.quick else args.presets
+        result["accuracy"] = bench_accuracy(
+            args.quick, presets, max(seeds, 2) if args.quick else seeds
+        )
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+    print(f"written to {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

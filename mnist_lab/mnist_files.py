@@ -1,0 +1,122 @@
+"""The four official MNIST files: where they live, their md5, IDX parsing, and the pixel scale.
+
+Everything that reads MNIST from disk goes through here: the datamodule (training), and the
+commands that only need the test set (``ensemble``, ``export``, ``robustness``, benchmarks,
+the load test) through :func:`load_split`.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import check_integrity
+
+from mnist_lab.config import default_data_dir
+from mnist_lab.errors import MNISTDataError
+
+MEAN, STD = 0.1307, 0.3081  # pixel statistics of the 60,000 training images, in [0, 1] units
+# (file name, md5) of the four official files, straight from torchvision.
+RESOURCES: list[tuple[str, str]] = list(MNIST.resources)
+# (images file, labels file, number of images) per file split.
+SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
+}
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images [N, 28, 28] -> float pixels [N, 1, 28, 28] in [0, 1]: what models and
+    exported graphs take (white digit on black)."""
+    return images.unsqueeze(1).float().div_(255)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [0, 1] -> the model's input scale (zero mean, unit std over MNIST)."""
+    return (x - MEAN) / STD
+
+
+def raw_dir(data_dir: str | Path | None = None) -> Path:
+    """``<data_dir>/MNIST/raw``, torchvision's layout; ``data_dir`` defaults as the configs do."""
+    return Path(data_dir or default_data_dir()).expanduser().resolve() / "MNIST" / "raw"
+
+
+def how_to_fix(raw: Path) -> str:
+    names = ", ".join(name for name, _ in RESOURCES)
+    return (
+        f"Put the four official MNIST files ({names}) in {raw}/, or point the config key "
+        "data.data_dir (or the environment variable MNIST_DATA_DIR) at a folder whose "
+        "MNIST/raw/ holds them, or allow network access so torchvision can download them."
+    )
+
+
+def ensure_files(data_dir: str | Path | None = None, download: bool = True) -> Path:
+    """Check the official files' md5 (offline), or download them through torchvision; returns
+    the raw directory."""
+    raw = raw_dir(data_dir)
+    for name, md5 in RESOURCES:
+        if (raw / name).exists() and not check_integrity(str(raw / name), md5):
+            raise MNISTDataError(
+                f"{raw / name} fails its md5 check (expected {md5}): it is truncated or "
+                f"altered. Delete it and run again to re-download, or replace it with the "
+                f"official file. {how_to_fix(raw)}"
+            )
+    missing = [n for n, _ in RESOURCES if not (raw / n).exists() and not (raw / n[:-3]).exists()]
+    if not missing:
+        return raw
+    if not download:
+        raise MNISTDataError(f"MNIST files missing: {', '.join(missing)}. {how_to_fix(raw)}")
+    try:
+        for train in (True, False):
+            MNIST(str(raw.parents[1]), train=train, download=True)
+    except Exception as err:  # torchvision raises RuntimeError/URLError after all mirrors fail
+        raise MNISTDataError(
+            f"MNIST is not in {raw}/ and could not be downloaded ({type(err).__name__}: "
+            f"{err}). {how_to_fix(raw)}"
+        ) from None
+    return raw
+
+
+def read_idx(raw: Path, name: str, expected_shape: tuple[int, ...]) -> torch.Tensor:
+    """Read an IDX file (``name.gz`` if present, else the extracted ``name``) and check its header.
+
+    The header check catches truncated or mislabelled files that would otherwise train on garbage.
+    """
+    path = raw / f"{name}.gz" if (raw / f"{name}.gz").exists() else raw / name
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path) as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise MNISTDataError(f"Cannot read {path}: {err}. {how_to_fix(raw)}") from None
+    ndim = len(expected_shape)
+    header = np.frombuffer(data[: 4 * (ndim + 1)], dtype=">i4") if len(data) >= 4 else []
+    expected_magic = 0x0800 + ndim  # unsigned byte data, `ndim` dimensions
+    if len(header) != ndim + 1 or header[0] != expected_magic:
+        raise MNISTDataError(f"{path} is not an MNIST IDX file (bad header). {how_to_fix(raw)}")
+    shape = tuple(int(d) for d in header[1:])
+    body = data[4 * (ndim + 1) :]
+    if shape != expected_shape or len(body) != int(np.prod(shape)):
+        raise MNISTDataError(
+            f"{path} holds {len(body)} bytes for shape {shape}, expected shape {expected_shape}: "
+            f"the file is truncated or not the official one. {how_to_fix(raw)}"
+        )
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
+
+def load_split(
+    split: str, data_dir: str | Path | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [N, 28, 28] and int64 labels [N] of the official ``train`` or ``test`` file,
+    md5-checked first."""
+    raw = ensure_files(data_dir, download)
+    img_name, lbl_name, n = SPLITS[split]
+    images, labels = read_idx(raw, img_name, (n, 28, 28)), read_idx(raw, lbl_name, (n,)).long()
+    if labels.max() > 9:
+        raise MNISTDataError(f"MNIST labels outside 0..9 in {raw}. {how_to_fix(raw)}")
+    return images, labels
