@@ -269,7 +269,8 @@ class Augment:
         self, x: torch.Tensor, g: torch.Generator | None, pick: torch.Tensor
     ) -> torch.Tensor:
         n, dev, (h, w) = x.shape[0], x.device, x.shape[-2:]
-        area = _uniform(n, *self.erase_area, g, dev) * h * w
+        lo, hi = self.erase_area
+        area = _uniform(n, lo, hi, g, dev) * h * w
         aspect = torch.exp(_uniform(n, -1.0, 1.0, g, dev))  # e^±1: bars to squares
         eh, ew = (area * aspect).sqrt().clamp(1, h), (area / aspect).sqrt().clamp(1, w)
         top = torch.rand(n, generator=g, device=dev) * (h - eh)

@@ -128,7 +128,8 @@ class TensorBoardFigures(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tb = _tensorboard(trainer)
-        datamodule = trainer.datamodule
+        # mypy: Lightning's connectors set trainer.datamodule, an undeclared attribute
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]
         if tb is None or not trainer.is_global_zero or not hasattr(datamodule, "transform"):
             return
         batch = next(iter(datamodule.train_dataloader()))
@@ -153,9 +154,9 @@ class TensorBoardFigures(Callback):
             self._logits.append(outputs.float().cpu())
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not (self._active(trainer) and self._logits):
-            return
         tb, step = _tensorboard(trainer), trainer.global_step
+        if tb is None or not (self._active(trainer) and self._logits):
+            return
         probs = torch.cat(self._logits).softmax(-1)
         labels, images = torch.cat(self._labels), torch.cat(self._images)
         matrix = multiclass_confusion_matrix(probs, labels, num_classes=probs.shape[-1])

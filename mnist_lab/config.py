@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -74,9 +74,7 @@ def group_choice(cfg: DictConfig, group: str) -> str:
         choice = HydraConfig.get().runtime.choices.get(group)
         if choice is not None:
             return str(choice)
-    target = OmegaConf.select(cfg, f"{group}._target_") or OmegaConf.select(
-        cfg, f"{group}.scheduler._target_"
-    )
+    target = OmegaConf.select(cfg, f"{group}._target_")
     return target.rsplit(".", 1)[-1] if target else "none"
 
 
@@ -91,8 +89,43 @@ def _validates(trainer: DictConfig) -> bool:
     return not (limit == 0 or every in (0, None)) and not trainer.get("fast_dev_run")
 
 
+# The sweep launcher that runs jobs in joblib worker processes.
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+def _is_joblib_launcher(target: str | None) -> bool:
+    """Whether a ``hydra.launcher._target_`` is joblib's launcher (or a subclass of it)."""
+    if not target:
+        return False
+    if target == JOBLIB_LAUNCHER:
+        return True
+    try:
+        from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+    except ImportError:  # the plugin is not installed, so no launcher can be one of its
+        return False
+    from hydra.utils import get_class
+
+    return issubclass(get_class(target), JoblibLauncher)
+
+
+def _strategy_class(strategy: Any) -> type | None:
+    """The Strategy class ``trainer.strategy`` names: a registered name (``ddp``, ``fsdp``,
+    ``ddp_spawn`` ...) or a ``_target_``; None for ``auto`` and names Lightning does not know."""
+    from hydra.utils import get_class
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if OmegaConf.is_dict(strategy) and "_target_" in strategy:
+        return get_class(strategy["_target_"])
+    if isinstance(strategy, str) and strategy in StrategyRegistry:
+        return StrategyRegistry[strategy]["strategy"]
+    return None
+
+
 def _multi_process(trainer: DictConfig) -> bool:
-    """Whether Lightning will start several processes (DDP, or "auto" over several devices)."""
+    """Whether Lightning will start several processes: a parallel strategy (DDP, FSDP,
+    DeepSpeed ...) or ``auto`` (DDP), over several devices or nodes."""
+    from lightning.pytorch.strategies import ParallelStrategy
+
     devices, nodes = trainer.get("devices"), int(trainer.get("num_nodes") or 1)
     if OmegaConf.is_list(devices):
         many = len(devices) > 1
@@ -100,8 +133,13 @@ def _multi_process(trainer: DictConfig) -> bool:
         many = torch.cuda.device_count() > 1
     else:
         many = str(devices) not in ("1", "None")
-    strategy = str(trainer.get("strategy") or "auto")
-    return (many or nodes > 1) and ("ddp" in strategy or strategy == "auto")
+    strategy = trainer.get("strategy") or "auto"
+    if strategy == "auto":
+        parallel = True  # Lightning picks DDP for several devices
+    else:
+        cls = _strategy_class(strategy)
+        parallel = cls is not None and issubclass(cls, ParallelStrategy)
+    return (many or nodes > 1) and parallel
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -151,11 +189,12 @@ def check_config(cfg: DictConfig) -> None:
     elif ckpt_path and not os.path.isfile(str(ckpt_path)):
         problems.append(f"ckpt_path={ckpt_path}: no such checkpoint file")
     launcher = (
-        OmegaConf.select(HydraConfig.get(), "launcher._target_")
+        # HydraConfig.get() is typed as the HydraConf dataclass; at runtime it is a DictConfig.
+        OmegaConf.select(cast(DictConfig, HydraConfig.get()), "launcher._target_")
         if HydraConfig.initialized()
         else None
     )
-    if "joblib" in str(launcher) and _multi_process(cfg.trainer):
+    if _is_joblib_launcher(launcher) and _multi_process(cfg.trainer):
         problems.append(
             "hydra/launcher=joblib runs jobs in worker processes, which Lightning's DDP cannot "
             "re-launch: use the default launcher for DDP sweeps (drop hydra/launcher=joblib) or "

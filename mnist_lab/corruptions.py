@@ -49,10 +49,22 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
 
 
-def _affine(x: torch.Tensor, angle: torch.Tensor | float = 0.0, **kw: torch.Tensor) -> torch.Tensor:
+def _affine(
+    x: torch.Tensor,
+    angle: torch.Tensor | float = 0.0,
+    *,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    shear_deg: torch.Tensor | None = None,
+) -> torch.Tensor:
     n = x.shape[0]
-    full = {"scale": torch.ones(n), "shift": torch.zeros(n, 2), "shear_deg": None} | kw
-    return warp(x, torch.as_tensor(angle).expand(n).float(), **full)
+    return warp(
+        x,
+        torch.as_tensor(angle).expand(n).float(),
+        scale=torch.ones(n) if scale is None else scale,
+        shift=torch.zeros(n, 2) if shift is None else shift,
+        shear_deg=shear_deg,
+    )
 
 
 # --------------------------------------------------------------------------- noise

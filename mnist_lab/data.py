@@ -65,8 +65,11 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_size, self.split_seed, self.download = val_size, split_seed, download
         self.preload_to_device, self.seed = preload_to_device, seed
         # `data/augment=none` (an empty mapping) switches augmentation off.
-        off = augment is None or (isinstance(augment, Mapping) and not augment)
-        self.augment = None if off else make_augment(augment)
+        self.augment = (
+            None
+            if augment is None or (isinstance(augment, Mapping) and not augment)
+            else make_augment(augment)
+        )
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_loader: TensorBatchLoader | None = None
         self._resume_state: dict[str, int] | None = None
@@ -153,6 +156,6 @@ class MNISTDataModule(L.LightningDataModule):
         """Augment (training only) and normalise a whole batch at once on its device."""
         trainer = self.trainer
         training = trainer is not None and trainer.training
-        if training and self._train_loader is not None:
+        if trainer is not None and training and self._train_loader is not None:
             self._train_loader.mark_consumed(trainer.num_training_batches)
         return self.transform(batch, train=training)

@@ -19,12 +19,13 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import read_write
+from omegaconf import DictConfig, read_write
 
 # Set for the ranks >= 1 of a sweep job: they report errors to rank 0, never by exit status.
 SWEEP_CHILD = "MNIST_LAB_SWEEP_CHILD"
@@ -75,7 +76,8 @@ def hydra_job_scope() -> Iterator[None]:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # Lightning appends hydra.run.dir=<run.dir> and hydra.output_subdir=null.
         sys.argv = _single_job_argv(sys.argv, list(hydra_cfg.overrides.task))
-        with read_write(hydra_cfg.run):
+        # HydraConfig.get() is typed as the HydraConf dataclass; at runtime it is a DictConfig.
+        with read_write(cast(DictConfig, hydra_cfg.run)):
             hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
         os.environ[SWEEP_CHILD] = "1"  # children copy this process's environment
     try:

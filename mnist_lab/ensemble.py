@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import torch
@@ -54,7 +54,12 @@ def evaluate_ensemble(
 def ensemble(cfg: DictConfig) -> dict[str, Any]:
     """The ensemble of ``cfg.ckpts`` on the test set."""
     images, labels = load_split("test", cfg.data_dir)
-    ckpts = OmegaConf.to_container(cfg.ckpts) if OmegaConf.is_list(cfg.ckpts) else cfg.ckpts
+    # A ListConfig converts to a list (the stubs give to_container one type for every node).
+    ckpts = (
+        cast(list[str], OmegaConf.to_container(cfg.ckpts))
+        if OmegaConf.is_list(cfg.ckpts)
+        else cfg.ckpts
+    )
     return evaluate_ensemble(ckpts, images, labels, cfg.tta, cfg.batch_size, cfg.device)
 
 

@@ -69,12 +69,19 @@ def entry_point(main: Callable[P, R]) -> Callable[P, R]:
     failed and the sweep (or Optuna's ``max_failure_rate``) decides what follows, where an
     exit would end the whole sweep.
     """
+    from hydra.errors import InstantiationException
+
     log = logging.getLogger(main.__module__)
 
     @functools.wraps(main)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return main(*args, **kwargs)
+            try:
+                return main(*args, **kwargs)
+            except InstantiationException as wrapped:  # Hydra wraps what a constructor raised
+                if isinstance(wrapped.__cause__, MnistLabError):
+                    raise wrapped.__cause__ from None
+                raise
         except MnistLabError as err:
             log.error("%s", err)
             if in_multirun():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import lightning as L
@@ -55,7 +55,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
         cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False
     )
     tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    logits = torch.cat(trainer.predict(module, datamodule=datamodule))
+    # one dataloader: predict returns the list of per-batch logits (the stubs allow None too)
+    logits = torch.cat(cast(list[torch.Tensor], trainer.predict(module, datamodule=datamodule)))
     images, labels = datamodule.tensors["test"]
     probs = logits.softmax(-1)
     report = classification_metrics(probs, labels)

@@ -133,8 +133,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     (export_onnx if cfg.format == "onnx" else export_torchscript)(model, out)
 
-    images, labels = load_split("test", cfg.data_dir)
-    labels = labels.numpy()
+    images, test_labels = load_split("test", cfg.data_dir)
+    labels = test_labels.numpy()
     reference = torch_logits(model, images)
     exported = (onnx_logits if cfg.format == "onnx" else torchscript_logits)(out, images)
     report: dict[str, Any] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -136,7 +137,7 @@ def image_grid_figure(images: torch.Tensor, labels: torch.Tensor, title: str) ->
     return fig
 
 
-def summary_figure(rows: Sequence[Mapping[str, object]]) -> Figure:
+def summary_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Test accuracy vs training time, one marker per successful run, labelled by its job."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for row in rows:
@@ -184,7 +185,7 @@ def robustness_figure(
     y = np.arange(len(values))
     colours = ["tab:green"] + ["tab:blue"] * len(names)
     bars.barh(y, [100 * v for v in values], color=colours)
-    for yi, v in zip(y, values, strict=True):
+    for yi, v in enumerate(values):
         label = f"{100 * v:.1f}"
         bars.text(100 * v - 0.3, yi, label, ha="right", va="center", fontsize=7, color="white")
     mean = float(np.mean([accuracies[n] for n in names]))

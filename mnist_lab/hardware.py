@@ -181,7 +181,9 @@ def resolve_auto(cfg: Any) -> dict[str, Any]:
         if "module" in cfg:
             cfg.module.channels_last = channels_last
     machine = machine_info(query_gpu=not forks)
-    if rank_zero_only.rank == 0:  # DDP: every rank resolves the same; one of them says so
+    # DDP: every rank resolves the same; one of them says so (mypy: Lightning sets
+    # rank_zero_only.rank on the function, an undeclared attribute)
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         how = {True: "auto", False: "set"}
         log.info(
             "machine: %s (%s, native bf16: %s, GPU: %s) -> trainer.precision=%s (%s), "

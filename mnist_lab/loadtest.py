@@ -54,6 +54,7 @@ def running_server(ckpt: str, port: int, *overrides: str, timeout: float = 120) 
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
+                assert proc.stdout is not None  # stdout=PIPE
                 raise RuntimeError(f"server exited ({proc.returncode}):\n{proc.stdout.read()}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:

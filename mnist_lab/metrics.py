@@ -23,10 +23,9 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[st
     support / correct / accuracy / precision / recall for probabilities [N, 10] and labels [N]."""
     labels = labels.cpu()
     probs = probs.float().cpu()
-    kw = {"num_classes": NUM_CLASSES}
-    confusion = multiclass_confusion_matrix(probs, labels, **kw)
-    precision = multiclass_precision(probs, labels, average=None, **kw)
-    recall = multiclass_recall(probs, labels, average=None, **kw)
+    confusion = multiclass_confusion_matrix(probs, labels, num_classes=NUM_CLASSES)
+    precision = multiclass_precision(probs, labels, average=None, num_classes=NUM_CLASSES)
+    recall = multiclass_recall(probs, labels, average=None, num_classes=NUM_CLASSES)
     per_class = {
         str(d): {
             "support": int(confusion[d].sum()),
@@ -38,9 +37,15 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[st
         for d in range(NUM_CLASSES)
     }
     return {
-        "test/acc": float(multiclass_accuracy(probs, labels, average="micro", **kw)),
-        "test/f1_macro": float(multiclass_f1_score(probs, labels, average="macro", **kw)),
-        "test/ece": float(multiclass_calibration_error(probs, labels, n_bins=ECE_BINS, **kw)),
+        "test/acc": float(
+            multiclass_accuracy(probs, labels, average="micro", num_classes=NUM_CLASSES)
+        ),
+        "test/f1_macro": float(
+            multiclass_f1_score(probs, labels, average="macro", num_classes=NUM_CLASSES)
+        ),
+        "test/ece": float(
+            multiclass_calibration_error(probs, labels, n_bins=ECE_BINS, num_classes=NUM_CLASSES)
+        ),
         "confusion_matrix": confusion.tolist(),
         "per_class": per_class,
     }

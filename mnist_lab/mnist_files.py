@@ -95,7 +95,7 @@ def read_idx(raw: Path, name: str, expected_shape: tuple[int, ...]) -> torch.Ten
     except (OSError, EOFError) as err:
         raise MNISTDataError(f"Cannot read {path}: {err}. {how_to_fix(raw)}") from None
     ndim = len(expected_shape)
-    header = np.frombuffer(data[: 4 * (ndim + 1)], dtype=">i4") if len(data) >= 4 else []
+    header = np.frombuffer(data[: 4 * (ndim + 1)], dtype=">i4") if len(data) >= 4 else np.empty(0)
     expected_magic = 0x0800 + ndim  # unsigned byte data, `ndim` dimensions
     if len(header) != ndim + 1 or header[0] != expected_magic:
         raise MNISTDataError(f"{path} is not an MNIST IDX file (bad header). {how_to_fix(raw)}")

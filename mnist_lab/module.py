@@ -4,23 +4,61 @@ that Hydra hands over as partials, so switching either is a config change, never
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from mnist_lab.errors import ConfigError
 from mnist_lab.hardware import AUTO, resolve_channels_last, resolve_precision
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 STAGES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A learning-rate scheduler as Lightning wants it: the torch factory, and when it steps.
+
+    ``conf/scheduler/*.yaml`` keep Lightning's two keys beside the scheduler's own arguments
+    (``scheduler.pct_start=0.12``, ``scheduler.interval=step``), so the partial Hydra
+    instantiates from them also binds ``interval`` and ``monitor``; :meth:`of` takes them off
+    before the torch scheduler ever sees them.
+    """
+
+    factory: Callable[..., Any]  # optimizer (and OneCycleLR's total_steps) -> torch scheduler
+    interval: str = "epoch"  # "epoch" | "step": when Lightning calls scheduler.step()
+    monitor: str | None = None  # the logged metric a ReduceLROnPlateau watches
+
+    @classmethod
+    def of(cls, scheduler: SchedulerSpec | Callable[..., Any] | None) -> SchedulerSpec | None:
+        """From what ``instantiate(cfg.scheduler)`` returns: a partial of the torch class whose
+        keywords may hold ``interval``/``monitor``, or None (``scheduler=none``)."""
+        if scheduler is None or isinstance(scheduler, SchedulerSpec):
+            return scheduler
+        if not callable(scheduler):
+            raise ConfigError(
+                f"scheduler={scheduler!r} is not a scheduler: it needs a _target_ and "
+                "_partial_: true (conf/scheduler/*.yaml); scheduler=none takes no scheduler.* keys"
+            )
+        if not isinstance(scheduler, functools.partial):
+            return cls(scheduler)
+        keywords = dict(scheduler.keywords)
+        interval = keywords.pop("interval", "epoch")
+        monitor = keywords.pop("monitor", None)
+        factory = functools.partial(scheduler.func, *scheduler.args, **keywords)
+        return cls(factory, interval, monitor)
 
 
 class Classifier(L.LightningModule):
@@ -30,9 +68,11 @@ class Classifier(L.LightningModule):
         net: the plain model (``mnist_lab.models``), logits out.
         optimizer: a partial taking parameter groups, e.g. ``SGD(lr=0.05, momentum=0.9)``
             (None when the module only evaluates).
-        scheduler: ``{"scheduler": partial taking the optimizer, "interval": "epoch"|"step",
-            "monitor": metric or None}``, or None. A scheduler factory that accepts
-            ``total_steps`` (OneCycleLR) and leaves it unset gets the Trainer's step count.
+        scheduler: a partial taking the optimizer, e.g. ``OneCycleLR(max_lr=0.1,
+            interval="step")``: ``interval`` ("epoch" | "step") and ``monitor`` (a metric or
+            None) are Lightning's and taken off first (:class:`SchedulerSpec`), or None. A
+            factory that accepts ``total_steps`` (OneCycleLR) and leaves it unset gets the
+            Trainer's step count.
         label_smoothing: cross-entropy label smoothing (0 = off).
         decay_norm_and_bias: apply weight decay to BatchNorm and bias parameters too; off by
             default because decaying them only shrinks the scale the next layer undoes.
@@ -45,11 +85,19 @@ class Classifier(L.LightningModule):
         run_config: the run's resolved config, stored in the checkpoint to rebuild the model.
     """
 
+    # set per stage in __init__ (setattr); declared here so their types are known
+    train_acc: MulticlassAccuracy
+    val_acc: MulticlassAccuracy
+    test_acc: MulticlassAccuracy
+    train_loss: MeanMetric
+    val_loss: MeanMetric
+    test_loss: MeanMetric
+
     def __init__(
         self,
         net: nn.Module,
         optimizer: OptimizerFactory | None = None,
-        scheduler: Mapping[str, Any] | None = None,
+        scheduler: SchedulerSpec | Callable[..., Any] | None = None,
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = False,
         num_classes: int = 10,
@@ -64,7 +112,7 @@ class Classifier(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self.memory_format)
         self.optimizer_factory = optimizer
-        self.scheduler_spec = dict(scheduler or {})
+        self.scheduler_spec = SchedulerSpec.of(scheduler)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.num_classes = num_classes
         for stage in STAGES:
@@ -79,7 +127,7 @@ class Classifier(L.LightningModule):
         return self.net(x.contiguous(memory_format=self.memory_format))
 
     def _eval_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.hparams.fp32_eval:
+        if not self.hparams["fp32_eval"]:
             return self(x)
         with torch.autocast(self.device.type, enabled=False):
             return self(x.float())
@@ -105,7 +153,8 @@ class Classifier(L.LightningModule):
         loss, logits = self.shared_step(batch, "train")
         # Per-step values only on the steps the logger writes (every `log_every_n_steps`):
         # `self.log` on every step costs more than a small model's whole step on a CPU.
-        every = self.trainer.log_every_n_steps
+        # (mypy: Lightning's connectors set trainer.log_every_n_steps, an undeclared attribute)
+        every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]
         if every and (self.global_step + 1) % every == 0:
             acc = multiclass_accuracy(logits.detach(), batch[1], self.num_classes, average="micro")
             self.log("train/loss_step", loss, prog_bar=True)
@@ -147,7 +196,7 @@ class Classifier(L.LightningModule):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Weight-decayed weights and (unless ``decay_norm_and_bias``) undecayed 1-d params."""
         params = [p for p in self.net.parameters() if p.requires_grad]
-        if self.hparams.decay_norm_and_bias:
+        if self.hparams["decay_norm_and_bias"]:
             return [{"params": params, "name": "all"}]
         # named groups: LearningRateMonitor logs them as lr-<Optimizer>/<name>
         return [
@@ -159,24 +208,27 @@ class Classifier(L.LightningModule):
             },
         ]
 
-    def build_optimization(self, total_steps: int) -> dict[str, Any]:
+    def build_optimization(self, total_steps: int | float) -> dict[str, Any]:
         """Optimizer and Lightning's lr-scheduler dict; ``total_steps`` feeds OneCycle."""
+        if self.optimizer_factory is None:
+            raise ConfigError("this module has no optimizer: it was built to evaluate, not train")
         optimizer = self.optimizer_factory(self.parameter_groups())
-        factory = self.scheduler_spec.get("scheduler")
-        if factory is None:
+        spec = self.scheduler_spec
+        if spec is None:
             return {"optimizer": optimizer}
         kwargs = {}
-        bound = getattr(factory, "keywords", {})
+        factory, bound = spec.factory, getattr(spec.factory, "keywords", {})
         if "total_steps" in inspect.signature(factory).parameters and "total_steps" not in bound:
             kwargs["total_steps"] = int(total_steps)
-        scheduler = factory(optimizer, **kwargs)
-        config = {"scheduler": scheduler, "interval": self.scheduler_spec.get("interval", "epoch")}
-        if self.scheduler_spec.get("monitor"):
-            config["monitor"] = self.scheduler_spec["monitor"]
+        config = {"scheduler": factory(optimizer, **kwargs), "interval": spec.interval}
+        if spec.monitor:
+            config["monitor"] = spec.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        return self.build_optimization(self.trainer.estimated_stepping_batches)
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        # the dict is Lightning's OptimizerConfig / OptimizerLRSchedulerConfig (TypedDicts)
+        optimization = self.build_optimization(self.trainer.estimated_stepping_batches)
+        return cast(OptimizerLRScheduler, optimization)
 
 
 def build_module(cfg: DictConfig | Mapping[str, Any], net: nn.Module | None = None) -> Classifier:

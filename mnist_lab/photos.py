@@ -19,6 +19,7 @@ import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import cv2
 import numpy as np
@@ -116,7 +117,8 @@ def _stroke_shape(
     # and faint strokes stay faint (the pen presses as hard as the original stroke is bright).
     radius = max(1, round(0.9 * own))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-    blobs = cv2.dilate((inside > 0.9 * own).astype(np.uint8), disk) & mask
+    grown: np.ndarray = cv2.dilate((inside > 0.9 * own).astype(np.uint8), disk)  # uint8 in, out
+    blobs = grown & mask
     brightness = cv2.dilate(v, disk)
     return np.maximum(trace * np.clip((brightness - 0.45) / 0.4, 0, 1), blobs.astype(np.float32))
 
@@ -175,7 +177,7 @@ def _shadow(
         points.append(p + big * np.array([np.cos(phi2), np.sin(phi2)]))
     # Soft edges are drawn small and blurred there, then resized: the same edge, far cheaper.
     factor = 1 if sigma < 3 else min(8, int(sigma / 1.5))
-    small = np.zeros((h // factor + 1, w // factor + 1), np.float32)
+    small: np.ndarray = np.zeros((h // factor + 1, w // factor + 1), np.float32)
     pts = np.round(np.array(points) / factor * 16).astype(np.int32)
     cv2.fillPoly(small, [pts], 1.0, cv2.LINE_AA, shift=4)
     small = cv2.GaussianBlur(small, (0, 0), max(0.5, sigma / factor))
@@ -261,7 +263,7 @@ def render_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     x1, y1 = np.minimum(np.ceil(centre + hi).astype(int) + pad, (w, h))
     src = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32) * SHAPE_RES
     dst = (quad + centre - np.array([x0, y0])).astype(np.float32)
-    alpha = cv2.warpPerspective(
+    alpha: np.ndarray = cv2.warpPerspective(
         shape, cv2.getPerspectiveTransform(src, dst), (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR
     )
     field = content * 28 / 20
@@ -302,7 +304,7 @@ def render_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
         haze = np.maximum(_smooth_noise((hh, hw), int(rng.integers(3, 8)), rng), 0)
         haze *= rng.uniform(0, 0.12)
         image += (light * haze)[..., None] * (ink[::-1] * 255).astype(np.float32)
-    chroma = rng.random((hh // 2 + 1, hw // 2 + 1, 3), dtype=np.float32) - 0.5
+    chroma: np.ndarray = rng.random((hh // 2 + 1, hw // 2 + 1, 3), dtype=np.float32) - 0.5
     chroma = cv2.resize(chroma, (hw, hh), interpolation=cv2.INTER_LINEAR)
     image *= 1 + chroma * rng.uniform(0, 0.1)
     image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -379,23 +381,32 @@ def write_set(out: str | Path, n: int = 1000, seed: int = 0, images=None, labels
 USAGE = "usage: python -m mnist_lab.photos out=DIR [n=1000] [seed=0]"
 
 
-def parse_args(argv: list[str]) -> dict[str, object]:
+class SetArgs(TypedDict):
+    """The arguments of ``write_set``, as ``parse_args`` reads them."""
+
+    out: str
+    n: int
+    seed: int
+
+
+def parse_args(argv: list[str]) -> SetArgs:
     """``key=value`` arguments (out, n, seed); ValueError with a message for anything else."""
-    args: dict[str, object] = {"n": 1000, "seed": 0}
+    out: str | None = None
+    numbers = {"n": 1000, "seed": 0}
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep or key not in ("out", "n", "seed") or not value:
             raise ValueError(f"unknown argument {item!r}")
         if key == "out":
-            args[key] = value
+            out = value
             continue
         try:
-            args[key] = int(value)
+            numbers[key] = int(value)
         except ValueError:
             raise ValueError(f"{key} must be an integer, got {value!r}") from None
-    if "out" not in args:
+    if out is None:
         raise ValueError("out=DIR is required")
-    return args
+    return {"out": out, "n": numbers["n"], "seed": numbers["seed"]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ MNIST-style preprocessing as the server and the draw-a-digit page (``mnist_lab.p
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import torch
@@ -26,7 +26,12 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], list[str]]:
     """Predictions for every readable image, and one error line per unreadable one."""
     if cfg.output not in OUTPUTS:
         raise ImageError(f"output={cfg.output} is not supported: use output=text or output=json")
-    images = OmegaConf.to_container(cfg.images) if OmegaConf.is_list(cfg.images) else cfg.images
+    # A ListConfig converts to a list (the stubs give to_container one type for every node).
+    images = (
+        cast(list[str], OmegaConf.to_container(cfg.images))
+        if OmegaConf.is_list(cfg.images)
+        else cfg.images
+    )
     predictor = load_predictor(cfg.ckpt_path, threads=cfg.threads)
     results, errors, batch = [], [], []
     for path in image_paths(images):

@@ -150,7 +150,8 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         # rank 0 only: a SLURM job with several tasks runs this once per task
-        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
+        # (mypy: Lightning sets rank_zero_only.rank on the function, an undeclared attribute)
+        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:  # type: ignore[attr-defined]
             return
         run = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:
@@ -161,7 +162,8 @@ class SweepSummary(Callback):
         write_report([Path(config.hydra.sweep.dir)])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if rank_zero_only.rank != 0:
+        # mypy: Lightning sets rank_zero_only.rank on the function, an undeclared attribute
+        if rank_zero_only.rank != 0:  # type: ignore[attr-defined]
             return
         rows, out = write_report([Path(config.hydra.sweep.dir)])
         print(to_markdown(rows), end="")

@@ -12,11 +12,12 @@ import logging
 import pickle
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -70,7 +71,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     checkpoint = trainer.checkpoint_callback
-    best_ckpt = checkpoint.best_model_path if checkpoint is not None else ""
+    best_ckpt = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     # Test the checkpoint chosen on validation accuracy; the test set never picks a model.
     # Its weights are loaded here, not through trainer.test(ckpt_path=...): with an EMA
     # callback Lightning would then restore the raw weights ("current_model_state") rather
@@ -102,7 +103,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     final = {
         k: metrics[k] for k in ("test/acc", "test/loss", "val/acc_best") if metrics[k] is not None
     }
-    params = OmegaConf.to_container(cfg, resolve=True)
+    params = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig
     params["machine"] = hardware["machine"]  # the HPARAMS tab says where the run trained
     for logger in loggers:
         takes_metrics = "metrics" in inspect.signature(logger.log_hyperparams).parameters
@@ -143,7 +144,9 @@ def main(cfg: DictConfig) -> float | None:
             metrics = train(cfg)
     except MnistLabError as err:
         return failed_run(err, cfg)
-    if rank_zero_only.rank == 0:  # DDP: one copy of the result, from rank 0
+    # DDP: one copy of the result, from rank 0 (mypy: Lightning sets rank_zero_only.rank on
+    # the function, an undeclared attribute)
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         print(f"train_seconds: {metrics['train_seconds']:.1f}")
         print(f"test/acc: {metrics['test/acc']:.4f}")
     # Sweepers (Optuna) optimise the value returned here.

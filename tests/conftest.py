@@ -1,12 +1,15 @@
 """Shared fixtures. Tests run on the real MNIST files: ``$MNIST_DATA_DIR`` if set, else
-``../shared/data`` (offline machines and CI) when present, else the project's ``data/``."""
+``../shared/data`` (offline machines and CI) when present, else the project's ``data/``.
+
+Training fixtures run ``train(cfg)`` in this process (``train_in_process``): the same code as
+the command without a new interpreter per run. Subprocesses are kept for what only they can
+show: the command line, Hydra's sweep directories, resuming after a kill, DDP.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,51 +21,8 @@ os.environ.setdefault("MNIST_DATA_DIR", str(_shared if _shared.is_dir() else ROO
 os.environ.setdefault("CI", "true")  # quiet progress bars in subprocesses
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-from omegaconf import DictConfig  # noqa: E402
-
-from mnist_lab.config import compose_train_config  # noqa: E402
 from mnist_lab.data import MNISTDataModule  # noqa: E402
-
-# Overrides that make a training run take seconds: a few batches, small evaluation.
-TINY = [
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=8",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-]
-
-
-def compose_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """The train config as Hydra composes it, with ``paths.output_dir`` set outside a run."""
-    return compose_train_config(overrides, output_dir or ROOT / "logs" / "test")
-
-
-def run_module(
-    module: str,
-    *args: str,
-    cwd: Path = ROOT,
-    check: bool = True,
-    timeout: int = 600,
-    full_error: bool = True,
-):
-    """Run ``python -m module args`` in a real subprocess; returns the CompletedProcess.
-    ``full_error=False`` shows what a user sees (Hydra's short error, no stack trace)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-        | ({"HYDRA_FULL_ERROR": "1"} if full_error else {}),
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
+from tests.helpers import run_module, train_in_process  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -78,14 +38,8 @@ def trained_runs(tmp_path_factory) -> list[Path]:
     runs = []
     for seed in (0, 1):
         run_dir = tmp_path_factory.mktemp(f"run_seed{seed}")
-        run_module(
-            "mnist_lab.train",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=150",
-            "logger=none",
-            f"seed={seed}",
-            f"hydra.run.dir={run_dir}",
-        )
+        overrides = ["trainer.max_epochs=1", "trainer.limit_train_batches=150", "logger=none"]
+        train_in_process([*overrides, f"seed={seed}"], run_dir)
         runs.append(run_dir)
     return runs
 
@@ -94,28 +48,29 @@ def trained_runs(tmp_path_factory) -> list[Path]:
 def tb_run(tmp_path_factory) -> Path:
     """A 2-epoch run with the default loggers and callbacks (TensorBoard, figures, checkpoints)."""
     run_dir = tmp_path_factory.mktemp("tb_run")
-    run_module(
-        "mnist_lab.train",
-        "trainer.max_epochs=2",
-        "trainer.limit_train_batches=40",
-        "trainer.limit_val_batches=2",
-        "trainer.log_every_n_steps=10",
-        f"hydra.run.dir={run_dir}",
+    train_in_process(
+        [
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=40",
+            "trainer.limit_val_batches=2",
+            "trainer.log_every_n_steps=10",
+        ],
+        run_dir,
     )
     return run_dir
 
 
 @pytest.fixture(scope="session")
 def multirun_dir(tmp_path_factory) -> Path:
-    """The issue's 4-job sweep: model=mlp,lenet x optimizer=sgd,adam, a few batches each."""
+    """The issue's 4-job sweep: model=mlp,lenet x optimizer=sgd,adam, a few batches each (a
+    real Hydra multirun: the sweep directory layout is what its users read)."""
     sweep = tmp_path_factory.mktemp("multirun")
     run_module(
         "mnist_lab.train",
         "-m",
         "model=mlp,lenet",
         "optimizer=sgd,adam",
-        *TINY,
-        "trainer.limit_train_batches=20",
+        "debug=tiny",
         "logger=csv",
         f"hydra.sweep.dir={sweep}",
     )
@@ -124,16 +79,10 @@ def multirun_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def good_run(tmp_path_factory) -> Path:
-    """One epoch of experiment=fast (~99 % test accuracy in ~10 s): a model worth deploying."""
+    """One epoch of experiment=fast (~99 % test accuracy): a model worth deploying."""
     run_dir = tmp_path_factory.mktemp("good_run")
-    run_module(
-        "mnist_lab.train",
-        "experiment=fast",
-        "trainer.max_epochs=1",
-        "logger=none",
-        "callbacks.figures=null",
-        f"hydra.run.dir={run_dir}",
-    )
+    overrides = ["experiment=fast", "trainer.max_epochs=1", "logger=none", "callbacks.figures=null"]
+    train_in_process(overrides, run_dir)
     return run_dir
 
 

@@ -1,11 +1,94 @@
-"""Test-only callbacks, injected into real training subprocesses with ``+callbacks.x=...``."""
+"""What the tests share: running commands as a user would, composing and training configs
+in-process, rendering photos, and test-only callbacks injected into real training
+subprocesses with ``+callbacks.x._target_=tests.helpers.KillAt``."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
+from omegaconf import DictConfig
+from PIL import Image
+
+from mnist_lab.config import compose_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """The train config as Hydra composes it, with ``paths.output_dir`` set outside a run."""
+    return compose_train_config(overrides, output_dir or ROOT / "logs" / "test")
+
+
+def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """``python -m mnist_lab.train OVERRIDES`` without a new Python process: the same
+    ``train(cfg)``, writing checkpoints and ``metrics.json`` into ``run_dir``. Saves the
+    ~10 s interpreter + import start-up of a subprocess; use ``run_module`` when the command
+    line, Hydra's run directory (``.hydra/``), resuming or DDP is what is tested."""
+    from mnist_lab.train import train
+
+    return train(compose_cfg(overrides, run_dir))
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path = ROOT,
+    check: bool = True,
+    timeout: int = 600,
+    full_error: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` in a real subprocess; returns the CompletedProcess.
+    ``full_error=False`` shows what a user sees (Hydra's short error, no stack trace)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+        | ({"HYDRA_FULL_ERROR": "1"} if full_error else {}),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def render_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """An MNIST digit as a phone-photo-like JPEG: ~300x300, black ink on off-white paper,
+    off-centre, with sensor noise and JPEG artefacts."""
+    side = int(rng.integers(150, 240))
+    mask = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+    paper = int(rng.integers(190, 245))
+    canvas = Image.new("L", (300, 300), paper)
+    ink = Image.new("L", (side, side), int(rng.integers(0, 50)))
+    x, y = (int(v) for v in rng.integers(0, 300 - side + 1, size=2))
+    canvas.paste(ink, (x, y), mask=mask)
+    noisy = np.asarray(canvas, dtype=np.float32) + rng.normal(0, 8, (300, 300))
+    buf = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).convert("RGB").save(
+        buf, format="JPEG", quality=int(rng.integers(60, 90))
+    )
+    return buf.getvalue()
+
+
+class Pickled:
+    """An object whose unpickling runs a shell command: what a malicious checkpoint holds."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/mnist_lab_pwned",))
 
 
 class KillAt(L.Callback):

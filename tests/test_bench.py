@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 
 def test_help_lists_the_sub_benchmarks():

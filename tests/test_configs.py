@@ -1,4 +1,5 @@
-"""Hydra composition: every model x optimizer x scheduler builds; groups switch what they claim."""
+"""Hydra composition: every model x optimizer x scheduler builds; groups switch what they claim;
+presets compose to the recipes they state; the Optuna search fits every model."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from mnist_lab.config import CONFIG_DIR, instantiate_group
+from mnist_lab.config import (
+    CONFIG_DIR,
+    JOBLIB_LAUNCHER,
+    _is_joblib_launcher,
+    _multi_process,
+    instantiate_group,
+)
+from mnist_lab.errors import ConfigError
 from mnist_lab.module import build_module
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 MODELS = ["mlp", "lenet", "cnn", "resnet"]
 OPTIMIZERS = {
@@ -125,11 +135,40 @@ def test_group_options(tmp_path):
     assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.deterministic is True
 
 
-@pytest.mark.parametrize(
-    "override", ["data.augment=none", "data/augment=none", "data.augment=null"]
-)
-def test_augmentation_off_from_the_command_line(override, tmp_path):
-    assert instantiate(compose_cfg([override], tmp_path).data).augment is None
+def test_augmentation_off_from_the_command_line(tmp_path):
+    """One way: the `none` option of the data/augment group."""
+    assert instantiate(compose_cfg(["data/augment=none"], tmp_path).data).augment is None
+
+
+def test_scheduler_keys_are_flat(tmp_path):
+    """The scheduler's own arguments and Lightning's interval/monitor sit side by side; only
+    the former reach the torch scheduler."""
+    overrides = ["scheduler=onecycle", "scheduler.pct_start=0.12", "scheduler.interval=epoch"]
+    cfg = compose_cfg(overrides, tmp_path)
+    assert cfg.scheduler.pct_start == 0.12 and "scheduler" not in cfg.scheduler
+    module = build_module(cfg)
+    assert not {"interval", "monitor"} & set(module.scheduler_spec.factory.keywords)
+    sched = module.build_optimization(total_steps=100)["lr_scheduler"]
+    assert type(sched["scheduler"]) is torch.optim.lr_scheduler.OneCycleLR
+    assert sched["scheduler"]._schedule_phases[0]["end_step"] == pytest.approx(0.12 * 100 - 1)
+    assert sched["interval"] == "epoch" and "monitor" not in sched
+
+    cfg = compose_cfg(["scheduler=plateau", "scheduler.monitor=val/loss", "scheduler.mode=min"])
+    sched = build_module(cfg).build_optimization(total_steps=10)["lr_scheduler"]
+    assert sched["monitor"] == "val/loss" and sched["scheduler"].mode == "min"
+
+    assert compose_cfg(["scheduler=none"], tmp_path).scheduler is None
+    with pytest.raises(ConfigError, match="scheduler=none takes no scheduler"):
+        build_module(compose_cfg(["experiment=fast", "scheduler=none"], tmp_path))
+
+
+def test_ema_is_one_callbacks_option(tmp_path):
+    cfg = compose_cfg(["callbacks=ema"], tmp_path)
+    assert cfg.callbacks.ema.decay == 0.999
+    names = {type(c).__name__ for c in instantiate_group(cfg.callbacks)}
+    assert {"EMAWeightAveraging", "ModelCheckpoint", "LearningRateMonitor"} <= names
+    cfg = compose_cfg(["experiment=cnn", "callbacks=[early_stopping,ema]"], tmp_path)
+    assert {"model_checkpoint", "early_stopping", "ema"} <= set(cfg.callbacks)
 
 
 def test_data_dir_defaults_to_env(tmp_path, monkeypatch):
@@ -141,6 +180,18 @@ def test_data_dir_defaults_to_env(tmp_path, monkeypatch):
 
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+# What each preset trains: model class, batch size, lr, label smoothing, epochs, OneCycle
+# warm-up share, EMA of the weights. All use Nesterov SGD and OneCycle; all but the baseline
+# skip the sanity validation (the shared recipe, conf/recipe/tuned.yaml).
+PRESET_RECIPES = {
+    "lenet_baseline": ("LeNet5", 64, 0.05, 0.0, 10, 0.25, False),
+    "mlp": ("MLP", 128, 0.05, 0.1, 30, 0.25, False),
+    "cnn": ("CNN", 128, 0.1, 0.1, 15, 0.25, True),
+    "resnet": ("ResNet", 128, 0.1, 0.1, 20, 0.25, True),
+    "best": ("CNN", 128, 0.1, 0.1, 30, 0.25, True),
+    "fast": ("CNN", 96, 0.085, 0.1, 4, 0.12, False),
+    "robust": ("CNN", 96, 0.085, 0.1, 6, 0.12, False),
+}
 
 
 def test_the_issue_presets_exist():
@@ -156,3 +207,76 @@ def test_every_preset_composes_and_builds(preset, tmp_path):
     names = {type(c).__name__ for c in instantiate_group(cfg.callbacks)}
     assert "ModelCheckpoint" in names
     assert cfg.trainer.max_epochs >= 1
+
+
+def test_every_preset_states_its_recipe():
+    assert set(PRESET_RECIPES) == set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_RECIPES))
+def test_presets_compose_to_their_recipe(preset, tmp_path):
+    model, batch, lr, smoothing, epochs, warmup, ema = PRESET_RECIPES[preset]
+    cfg = compose_cfg([f"experiment={preset}"], tmp_path)
+    assert cfg.model._target_.rsplit(".", 1)[-1] == model
+    assert (cfg.data.batch_size, cfg.optimizer.lr, cfg.module.label_smoothing) == (
+        batch,
+        lr,
+        smoothing,
+    )
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.nesterov
+    assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
+    assert (cfg.scheduler.pct_start, cfg.scheduler.interval) == (warmup, "step")
+    assert cfg.trainer.max_epochs == epochs
+    assert cfg.trainer.get("num_sanity_val_steps") == (None if preset == "lenet_baseline" else 0)
+    assert ("ema" in cfg.callbacks) == ema
+    if ema:
+        assert cfg.callbacks.ema._target_.endswith("EMAWeightAveraging")
+    if preset in ("fast", "robust"):
+        assert (cfg.model.widths, cfg.model.convs_per_stage) == ([32, 64, 128], 1)
+    if preset == "best":
+        assert (cfg.model.widths, cfg.model.global_pool) == ([32, 64, 128], False)
+
+
+def _compose_with_hydra(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+MODEL_OPTIONS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+_ABSENT = object()
+
+
+@pytest.mark.parametrize("model", MODEL_OPTIONS)
+def test_optuna_searches_only_keys_the_model_has(model):
+    cfg = _compose_with_hydra(["hparams_search=optuna", f"model={model}"])
+    params = list(cfg.hydra.sweeper.params)
+    assert params[:4] == ["optimizer", "optimizer.lr", "optimizer.weight_decay", "data.batch_size"]
+    missing = [k for k in params if OmegaConf.select(cfg, k, default=_ABSENT) is _ABSENT]
+    assert not missing, f"hparams_search=optuna model={model} searches absent keys {missing}"
+
+
+def test_optuna_searches_the_cnn_by_default():
+    cfg = _compose_with_hydra(["hparams_search=optuna"])
+    assert cfg.model._target_ == "mnist_lab.models.CNN"
+    assert list(cfg.hydra.sweeper.params)[4:] == ["model.width_multiplier"]
+    # without a search, no sweeper parameters: a plain multirun sweeps only what it is given
+    assert not _compose_with_hydra(["model=cnn"]).hydra.sweeper.get("params")
+
+
+def test_joblib_and_strategies_are_matched_by_class():
+    assert _is_joblib_launcher(JOBLIB_LAUNCHER)
+    assert not _is_joblib_launcher("hydra._internal.core_plugins.basic_launcher.BasicLauncher")
+    assert not _is_joblib_launcher(None)
+    ddp_class = {"_target_": "lightning.pytorch.strategies.DDPStrategy"}
+    for trainer, many in [
+        ({"devices": 2, "strategy": "ddp"}, True),
+        ({"devices": 2, "strategy": "ddp_spawn"}, True),
+        ({"devices": 2, "strategy": "fsdp"}, True),
+        ({"devices": 2, "strategy": "auto"}, True),
+        ({"devices": 1, "num_nodes": 2, "strategy": "ddp"}, True),
+        ({"devices": 2, "strategy": ddp_class}, True),
+        ({"devices": 1, "strategy": "ddp"}, False),
+        ({"devices": 2, "strategy": "single_device"}, False),
+        ({"devices": 2, "strategy": "not_a_strategy_but_has_ddp_in_it"}, False),
+    ]:
+        assert _multi_process(OmegaConf.create(trainer)) is many, trainer

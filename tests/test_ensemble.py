@@ -12,7 +12,7 @@ import torch
 from mnist_lab.checkpoint import load_checkpoint, load_net, resolve_checkpoints
 from mnist_lab.errors import CheckpointError
 from mnist_lab.inference import accuracy, predict_proba
-from tests.conftest import read_metrics, run_module
+from tests.helpers import Pickled, read_metrics, run_module
 
 
 def test_loaded_net_reproduces_the_runs_test_accuracy(trained_runs, datamodule):
@@ -55,14 +55,9 @@ def test_ensemble_command_averages_probabilities(trained_runs, datamodule, tmp_p
     assert proc.stdout.strip().splitlines()[-1].startswith("ensemble of 2 test/acc: ")
 
 
-class _Payload:
-    def __reduce__(self):
-        return (os.system, ("touch /tmp/mnist_lab_pwned",))
-
-
 def test_malicious_checkpoint_is_refused_not_executed(tmp_path):
     bad = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"x": _Payload()}}, bad, pickle_module=pickle)
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": Pickled()}}, bad, pickle_module=pickle)
     marker = "/tmp/mnist_lab_pwned"
     if os.path.exists(marker):
         os.remove(marker)

@@ -11,7 +11,7 @@ import torch
 
 from mnist_lab.checkpoint import load_net, resolve_checkpoints
 from mnist_lab.mnist_files import normalize
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 
 def test_onnx_runs_in_a_plain_session_with_parity(onnx_export, good_run, datamodule):

@@ -23,7 +23,7 @@ from mnist_lab.hardware import (
     resolve_channels_last,
     resolve_precision,
 )
-from tests.conftest import compose_cfg, run_module
+from tests.helpers import compose_cfg, run_module
 
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 

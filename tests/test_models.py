@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.models import count_parameters
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 

@@ -1,16 +1,22 @@
-"""The notebooks execute top to bottom on a real kernel (nbclient), with MNIST_LAB_QUICK=1
-shrinking their training runs; they are stored without outputs and use the package's API."""
+"""The notebooks execute top to bottom on a real kernel (nbclient); they are stored without
+outputs and use the package's API. Like papermill parameters, the test sets the ``DEBUG``
+parameter in the first code cell of each notebook that trains, so every run it makes is a
+``debug=tiny`` run (conf/debug/tiny.yaml), the one way the project shrinks training."""
 
 from __future__ import annotations
+
+import re
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_data", "02_train_and_compare", "03_errors"]
+TRAINS = {"02_train_and_compare", "03_errors"}  # 01_data only reads the data
+DEBUG_LINE = re.compile(r"^DEBUG = None\b.*$", re.MULTILINE)
 
 
 def test_every_notebook_is_tested():
@@ -41,8 +47,14 @@ def test_notebook_executes(name, expected, tmp_path, monkeypatch):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "stored with outputs"
     assert "from mnist_lab" in code[0].source  # the package does the work
-    monkeypatch.setenv("MNIST_LAB_QUICK", "1")
+    found = len(DEBUG_LINE.findall(code[0].source))
+    if name in TRAINS:
+        assert found == 1, f"{name}: the first code cell needs one `DEBUG = None` parameter line"
+        code[0].source = DEBUG_LINE.sub('DEBUG = "tiny"', code[0].source)
+    else:
+        assert found == 0, f"{name} trains nothing: a DEBUG parameter there would do nothing"
     monkeypatch.setenv("MNIST_LAB_NOTEBOOK_OUT", str(tmp_path))
+    monkeypatch.delenv("MNIST_LAB_CKPT", raising=False)  # 03 trains its own (debug) model
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     ).execute()

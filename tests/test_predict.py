@@ -19,25 +19,7 @@ from mnist_lab.preprocess import (
     pixels_to_image,
     to_mnist,
 )
-from tests.conftest import run_module
-
-
-def render_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
-    """An MNIST digit as a phone-photo-like JPEG: ~300x300, black ink on off-white paper,
-    off-centre, with sensor noise and JPEG artefacts."""
-    side = int(rng.integers(150, 240))
-    mask = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
-    paper = int(rng.integers(190, 245))
-    canvas = Image.new("L", (300, 300), paper)
-    ink = Image.new("L", (side, side), int(rng.integers(0, 50)))
-    x, y = (int(v) for v in rng.integers(0, 300 - side + 1, size=2))
-    canvas.paste(ink, (x, y), mask=mask)
-    noisy = np.asarray(canvas, dtype=np.float32) + rng.normal(0, 8, (300, 300))
-    buf = io.BytesIO()
-    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).convert("RGB").save(
-        buf, format="JPEG", quality=int(rng.integers(60, 90))
-    )
-    return buf.getvalue()
+from tests.helpers import render_photo, run_module
 
 
 @pytest.fixture(scope="module")

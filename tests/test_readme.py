@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.loadtest import free_port, running_server
-from tests.conftest import ROOT, read_metrics, run_module
+from tests.helpers import ROOT, read_metrics, run_module
 
 README = ROOT / "README.md"
 TOUR_HEADING = "## A 5-minute tour"
@@ -221,7 +221,7 @@ def test_single_training_commands_train_with_tiny_settings(tmp_path):
         run_dir = re.search(r"hydra\.run\.dir=(\S+)", command)
         out = tmp_path / (run_dir.group(1) if run_dir else re.sub(r"\W+", "_", command)[-60:])
         tiny = [
-            "trainer.max_epochs=1",
+            "debug=tiny",
             "trainer.limit_train_batches=3",
             "trainer.limit_val_batches=1",
             "trainer.limit_test_batches=1",
@@ -255,7 +255,7 @@ def test_five_minute_tour_end_to_end(tmp_path):
     assert Path(sys.executable).parent.joinpath("activate").is_file()  # we run inside a venv
     logs = tmp_path / "logs"
     fast = logs / "tour" / "fast"
-    tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=150", "callbacks.figures=null"]
+    tiny = ["debug=tiny", "trainer.limit_train_batches=150", "callbacks.figures=null"]
     done = []
     for command in commands[1:]:
         command = command.replace("logs/", f"{logs}/")

@@ -19,8 +19,7 @@ from mnist_lab.checkpoint import load_checkpoint
 from mnist_lab.data import MNISTDataModule
 from mnist_lab.errors import MNISTDataError
 from mnist_lab.mnist_files import RESOURCES
-from tests.conftest import ROOT, read_metrics, run_module
-from tests.test_ensemble import _Payload
+from tests.helpers import ROOT, Pickled, read_metrics, run_module
 
 # A small but real run: CNN with dropout (global RNG), augmentation (seeded per batch),
 # OneCycle, 3 epochs of 20 batches, last.ckpt also every 5 steps, deterministic kernels.
@@ -273,7 +272,7 @@ def test_resuming_a_malicious_checkpoint_is_refused_not_executed(tmp_path):
         os.remove(marker)
     (tmp_path / "checkpoints").mkdir()
     torch.save(
-        {"state_dict": {}, "x": _Payload()}, tmp_path / "checkpoints" / "last.ckpt",
+        {"state_dict": {}, "x": Pickled()}, tmp_path / "checkpoints" / "last.ckpt",
         pickle_module=pickle,
     )  # fmt: skip
     proc = run_module("mnist_lab.train", "ckpt_path=last", f"hydra.run.dir={tmp_path}", check=False)

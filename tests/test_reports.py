@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lab.report import main as report_main
-from tests.conftest import TINY, read_metrics, run_module
+from tests.helpers import read_metrics, run_module
 
 
 def _png(path, min_side=300):
@@ -153,7 +153,7 @@ def test_failed_job_is_listed_not_fatal(tmp_path):
         "mnist_lab.train",
         "-m",
         "data.val_size=0,5000",
-        *TINY,
+        "debug=tiny",
         "logger=none",
         f"hydra.sweep.dir={tmp_path}",
         check=False,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnist_lab.corruptions import CORRUPTIONS, corrupt
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 RANDOM = {
     "shot_noise",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, read_metrics, run_module
+from tests.helpers import ROOT, read_metrics, run_module
 
 # A few real steps of a small model: enough to move test accuracy far from chance, so "equal
 # accuracy" below compares real predictions.
@@ -20,8 +20,8 @@ DDP_RUN = [
     "optimizer=adamw",
     "scheduler=none",
     "data.batch_size=64",
-    "data.augment=none",
-    "trainer.max_epochs=1",
+    "data/augment=none",
+    "debug=tiny",
     "trainer.limit_train_batches=30",
     "trainer.limit_val_batches=1",
     "logger=none",

@@ -16,8 +16,7 @@ import pytest
 from PIL import Image
 
 from mnist_lab.loadtest import free_port, running_server
-from tests.conftest import run_module
-from tests.test_predict import render_photo
+from tests.helpers import render_photo, run_module
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mnist_lab.hardware import native_cpu_bf16, resolve_channels_last, resolve_precision
-from tests.conftest import ROOT, read_metrics, run_module
+from tests.helpers import ROOT, read_metrics, run_module
 
 METRIC_KEYS = {
     "test/acc",

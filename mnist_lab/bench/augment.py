@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import OmegaConf
@@ -19,7 +20,8 @@ def bench_augment(quick: bool, batch_size: int = 96) -> dict[str, Any]:
     """ms per training batch of the robust augmentation (conf/data/augment/robust.yaml), per
     stage and in all, against kornia's nearest equivalents when kornia is installed
     (``pip install kornia``; not a dependency)."""
-    options = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "data/augment/robust.yaml"))
+    path = Path(CONFIG_DIR) / "data/augment/robust.yaml"
+    options = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path)))  # a mapping
     robust = make_augment(options)
     repeats = 10 if quick else 100
     x = to_unit(load_split("train")[0][:batch_size])
@@ -30,7 +32,7 @@ def bench_augment(quick: bool, batch_size: int = 96) -> dict[str, Any]:
     ours = {"geometry (affine + elastic)": ms_per_call(lambda: geometry(x, g), repeats)}
     every = torch.ones(len(half), 1, 1, 1)  # each stage timed on the whole degraded share
     for _, stage in robust._stages():
-        ours[stage.__name__.strip("_")] = ms_per_call(lambda s=stage: s(half, g, every), repeats)
+        ours[stage.__name__.strip("_")] = ms_per_call(partial(stage, half, g, every), repeats)
     ours["all (robust.yaml)"] = ms_per_call(lambda: robust(x, g), repeats)
     result: dict[str, Any] = {"batch_size": batch_size, "ours_ms": ours}
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -79,7 +80,9 @@ def train_images_per_s(
     return batch * done / (time.perf_counter() - start)
 
 
-def bench_machine(quick: bool, preset: str = "fast", overrides: list[str] = ()) -> dict[str, Any]:
+def bench_machine(
+    quick: bool, preset: str = "fast", overrides: Sequence[str] = ()
+) -> dict[str, Any]:
     """What this machine is and what is fast on it: matmul GFLOP/s per dtype, the preset net's
     training images/s per precision x layout, and what ``auto`` resolves to here."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -98,7 +101,7 @@ def bench_machine(quick: bool, preset: str = "fast", overrides: list[str] = ()) 
     precision = resolve_precision("auto", accelerator)
     channels_last = resolve_channels_last("auto", precision, accelerator)
     auto_key = rate_key(precision, channels_last)
-    fastest = max(rates, key=rates.get)
+    fastest = max(rates, key=rates.__getitem__)
     return {
         "device": device,  # native bf16 and the rest: the JSON's machine block
         "matmul_gflops": matmul,

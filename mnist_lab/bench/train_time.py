@@ -6,7 +6,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -71,11 +72,13 @@ class TimeToAccuracy(Callback):
         self._pause()
 
     def _net(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.nn.Module:
-        for cb in trainer.callbacks:
+        # mypy: Lightning's connectors set trainer.callbacks, an undeclared attribute
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]
             average = getattr(cb, "_average_model", None)  # Lightning's WeightAveraging state
             if isinstance(cb, WeightAveraging) and average is not None and average.n_averaged > 0:
                 return average.module.net
-        return pl_module.net
+        # nn.Module.__getattr__ is typed Tensor | Module; the Classifier's net is a Module.
+        return cast(torch.nn.Module, pl_module.net)
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause()
@@ -97,7 +100,7 @@ class TimeToAccuracy(Callback):
 
 
 def bench_time(
-    quick: bool, preset: str, seeds: int, overrides: list[str] = (), crossing: bool = False
+    quick: bool, preset: str, seeds: int, overrides: Sequence[str] = (), crossing: bool = False
 ) -> dict[str, Any]:
     """The preset's fixed schedule, run to its end for each seed: *final* test accuracy (of the
     checkpoint chosen on validation) and ``train_seconds`` (fit wall time, validation included).
