@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make train` and `make test` (each installs first if needed).
+# Two commands on a fresh machine: `make train` and `make test` (each installs what it needs).
+# `make help` lists the targets.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,9 +10,13 @@ MNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install data browser train test lint format clean
+.PHONY: help install data browser train test test-fast lint format clean
+.DEFAULT_GOAL := help
 
-install: $(STAMP) data
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) data  ## .venv with torch, the package and its dev tools; MNIST files into data/
 
 # torch and torchvision are installed as a pinned pair first: other pairs fail to import.
 $(STAMP): pyproject.toml
@@ -23,7 +28,7 @@ $(STAMP): pyproject.toml
 
 # Offline machines: copy the official files from ../shared/data when data/ lacks them.
 # Elsewhere the first run downloads them through torchvision.
-data:
+data:  ## copy the official MNIST files from ../shared/data when data/ lacks them
 	@for f in $(MNIST_FILES); do \
 	  if [ ! -f $(RAW)/$$f ] && [ -f $(SHARED_RAW)/$$f ]; then \
 	    mkdir -p $(RAW) && cp $(SHARED_RAW)/$$f $(RAW)/ && chmod u+w $(RAW)/$$f && echo "copied $$f to $(RAW)/"; \
@@ -31,9 +36,12 @@ data:
 	done
 
 # Headless Chromium + ChromeDriver for the draw-a-digit page test (Debian/Ubuntu packages).
-browser:
+browser:  ## headless Chromium + ChromeDriver (Debian/Ubuntu packages) for the page test
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
 	  echo "chromium and chromedriver present"; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "the page test needs chromium and chromedriver on PATH: install them with your"; \
+	  echo "package manager (no apt-get here), then run make test again"; exit 1; \
 	else \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
@@ -41,19 +49,24 @@ browser:
 	  echo "installed $$(chromium --version)"; \
 	fi
 
-train: install
+train: install  ## train once: make train ARGS="model=resnet optimizer=sgd"
 	$(BIN)/python -m mnist_lab.train $(ARGS)
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
-test: install
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-lint:
+test: install browser  ## every test (~12 min on 2 cores)
+	@$(call PYTEST,)
+
+test-fast: install  ## the edit-and-check loop: everything but the tests marked slow (< 3 min)
+	@$(call PYTEST,-m "not slow")
+
+lint:  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
-format:
+format:  ## ruff format + autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-clean:
+clean:  ## remove .venv, logs and caches
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache

@@ -30,7 +30,9 @@ def test_quick_bench_writes_a_complete_json(tmp_path):
     assert result["machine"]["torch_threads"] == 2 and result["machine"]["torch"]
     data = result["data"]
     assert data["ours_images_per_s"] > 0 and data["ratio"] > 0
-    assert all(v > 0 for v in data["torchvision_images_per_s"].values())
+    baseline = data["torchvision_images_per_s"]
+    assert set(baseline) == {"num_workers=0", "num_workers=2"}
+    assert all(v > 0 for v in baseline.values())
     loop = result["loop"]
     assert loop["plain_s_per_epoch"] > 0 and loop["lightning_s_per_epoch"] > 0 and loop["ratio"] > 0
     time_ = result["time"]  # the final accuracy of the fixed schedule, not a test-set pick

@@ -90,3 +90,20 @@ def test_bad_export_options_get_one_clear_error(good_run, tmp_path):
     assert proc.returncode == 1
     assert "format=tflite is not supported: use format=onnx or format=torchscript" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_load_predictor_gives_the_same_probabilities_from_checkpoint_and_onnx(
+    onnx_export, good_run, datamodule
+):
+    """One interface, two runtimes: PyTorch for a run directory, ONNX Runtime for the export."""
+    from mnist_lab.inference import OnnxPredictor, TorchPredictor, load_predictor
+
+    out, _ = onnx_export
+    torch_model, onnx_model = load_predictor(good_run), load_predictor(out, threads=1)
+    assert isinstance(torch_model, TorchPredictor) and isinstance(onnx_model, OnnxPredictor)
+    assert torch_model.path.suffix == ".ckpt" and onnx_model.path == out
+    images = datamodule.tensors["test"][0][:500]
+    a, b = torch_model(images), onnx_model(images)
+    assert a.shape == b.shape == (500, 10)
+    assert torch.allclose(a.sum(-1), torch.ones(500), atol=1e-5)
+    assert (a - b).abs().max() < 1e-4 and torch.equal(a.argmax(-1), b.argmax(-1))

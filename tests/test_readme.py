@@ -162,6 +162,7 @@ def test_every_readme_command_is_covered():
         if not covered:
             uncovered.append(command)
     assert not uncovered, "README commands no test exercises:\n" + "\n".join(uncovered)
+    assert CHEAP_COMMANDS, "no README --help/--cfg command for test_help_and_cfg_commands_run"
     for target in set(COVERED_ELSEWHERE.values()):
         if target == ".ci/run":
             assert "make test" in (ROOT / ".ci" / "run").read_text()
