@@ -51,6 +51,7 @@ def dilate(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
 
+OFF = 0.0  # the chance of a stage the config does not switch on
 # The fields that are probabilities (validated together).
 CHANCES = (
     "degrade_p",
@@ -90,32 +91,32 @@ class Augment:
     # each degraded image gets exactly k distinct stages, drawn in proportion to the chances.
     stages_per_image: int = 0
     # Pen: thinner or thicker strokes, a fraction (up to `stroke`) of a 3x3 erosion/dilation.
-    stroke_p: float = 0.0
+    stroke_p: float = OFF
     stroke: float = 1.0
-    outline_p: float = 0.0  # of the stroke-changed images: only the outline (bubble letters, edges)
+    outline_p: float = OFF  # of the stroke-changed images: only the outline (bubble letters, edges)
     # Optics: Gaussian blur, anisotropic and rotated (defocus and motion), sigma per axis.
-    blur_p: float = 0.0
+    blur_p: float = OFF
     blur_sigma: Sequence[float] = (0.3, 1.5)
     # Light: ink contrast down to `contrast`, a uniform brightness lift up to `brightness` and a
     # smooth uneven-light field up to `uneven` (fog, shadows, a grey page).
-    light_p: float = 0.0
+    light_p: float = OFF
     contrast: float = 0.3
     brightness: float = 0.5
     uneven: float = 0.5
     # Sensor: Gaussian noise (std up to `noise_std`) and salt-and-pepper specks (up to `specks`).
-    noise_p: float = 0.0
+    noise_p: float = OFF
     noise_std: float = 0.25
     specks: float = 0.15
     # Stray lines: a ruled line, a strike-through or a pen slip across the digit, sometimes dashed.
-    lines_p: float = 0.0
+    lines_p: float = OFF
     lines_wavy: float = 0.5  # chance a line is wavy (a zigzag scribble) rather than straight
     # Occlusion: one rectangle of `erase_area` of the image, flat grey, or inverted (chance
     # `erase_invert`: the digit runs off the page onto a dark desk or across a dark form box;
     # unlike a grey box it hides nothing, so it never turns a digit into another).
-    erase_p: float = 0.0
+    erase_p: float = OFF
     erase_area: Sequence[float] = (0.02, 0.15)
     erase_invert: float = 0.5
-    erase_border: float = 0.0  # chance of bands along the image border instead of a rectangle
+    erase_border: float = OFF  # chance of bands along the image border instead of a rectangle
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
