@@ -273,3 +273,10 @@ def test_stages_per_image_gives_each_degraded_image_exactly_k_stages():
     picks = torch.cat(aug._picks(500, stages, torch.Generator().manual_seed(0), "cpu"), dim=1)
     assert torch.equal(picks.sum(1).flatten(), torch.full((500,), 2.0))
     assert (picks.mean(0).flatten() > 0.2).all()  # equal chances: every stage is used
+
+
+def test_md5_list_agrees_with_torchvision():
+    """RESOURCES is written out (no torchvision import to read MNIST); it must not drift."""
+    from torchvision.datasets import MNIST
+
+    assert list(MNIST.resources) == RESOURCES

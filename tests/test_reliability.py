@@ -17,9 +17,9 @@ import torch
 
 from mnist_lab.checkpoint import load_checkpoint
 from mnist_lab.data import MNISTDataModule
-from mnist_lab.errors import MNISTDataError
+from mnist_lab.errors import ConfigError, MNISTDataError
 from mnist_lab.mnist_files import RESOURCES
-from tests.helpers import ROOT, Pickled, read_metrics, run_module
+from tests.helpers import ROOT, Pickled, read_metrics, run_module, train_in_process
 
 # A small but real run: CNN with dropout (global RNG), augmentation (seeded per batch),
 # OneCycle, 3 epochs of 20 batches, last.ckpt also every 5 steps, deterministic kernels.
@@ -161,9 +161,27 @@ def test_divergence_stops_at_the_first_nonfinite_loss(tmp_path):
         (["optimizer=adamm"], ["Could not find 'optimizer/adamm'", "sgd", "adamw"]),
         (["scheduler=cosin"], ["Could not find 'scheduler/cosin'", "onecycle"]),
         (["trainer.max_epoch=3"], ["trainer.max_epoch", "not in struct"]),
+        (["data.batch_size=0"], ["data.batch_size=0 must be a positive"]),
+    ],
+)
+def test_config_errors_are_one_short_message(overrides, expected, tmp_path):
+    """What a user sees from the command line: Hydra's composition errors and ours alike."""
+    proc = run_module(
+        "mnist_lab.train", *overrides, f"hydra.run.dir={tmp_path}", check=False, full_error=False
+    )
+    out = proc.stderr + proc.stdout
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in out, out[-3000:]
+    assert len(out.splitlines()) < 25, out  # one message, not a wall of traceback
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
         (
             ["scheduler=plateau", "trainer.limit_val_batches=0"],
-            ["scheduler=plateau watches val/acc", "validation is off"],
+            ["watches val/acc", "validation is off"],
         ),
         (
             ["callbacks=early_stopping", "trainer.limit_val_batches=0"],
@@ -173,22 +191,22 @@ def test_divergence_stops_at_the_first_nonfinite_loss(tmp_path):
             ["trainer.precision=16-mixed", "trainer.accelerator=cpu"],
             ["16-mixed needs a GPU", "bf16-mixed"],
         ),
-        (["data.batch_size=0"], ["data.batch_size=0 must be a positive"]),
         (["trainer.precision=fp16"], ["trainer.precision=fp16 is not a precision", "auto"]),
         (["module.channels_last=off"], ["module.channels_last=off", "true or false"]),
         (["trainer=gpu"], ["torch sees no CUDA GPU", "trainer=cpu"]),
     ],
 )
-def test_config_errors_are_one_short_message(overrides, expected, tmp_path, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, also on a machine that has one
-    proc = run_module(
-        "mnist_lab.train", *overrides, f"hydra.run.dir={tmp_path}", check=False, full_error=False
-    )
-    out = proc.stderr + proc.stdout
-    assert proc.returncode != 0
+def test_impossible_configs_are_refused_before_anything_runs(
+    overrides, expected, tmp_path, monkeypatch
+):
+    """``train(cfg)`` in-process (the command line's one-line rendering of a ConfigError is
+    tested above and in test_errors.py): refused before data loads or a file is written."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
+    with pytest.raises(ConfigError) as refused:
+        train_in_process(overrides, tmp_path / "run")
     for text in expected:
-        assert text in out, out[-3000:]
-    assert len(out.splitlines()) < 25, out  # one message, not a wall of traceback
+        assert text in str(refused.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_random_sigkills_never_leave_a_corrupt_last_checkpoint(tmp_path):
