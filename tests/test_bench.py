@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.helpers import run_module
+
+pytestmark = pytest.mark.slow  # benchmarks train and time real runs
 
 
 def test_help_lists_the_sub_benchmarks():

@@ -34,6 +34,7 @@ def test_run_and_multirun_directories_resolve_to_best_checkpoints(trained_runs):
         resolve_checkpoints([str(trained_runs[0] / "checkpoints")])
 
 
+@pytest.mark.slow  # the ensemble command
 def test_ensemble_command_averages_probabilities(trained_runs, datamodule, tmp_path):
     proc = run_module(
         "mnist_lab.ensemble",

@@ -7,11 +7,14 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 
 from mnist_lab.checkpoint import load_net, resolve_checkpoints
 from mnist_lab.mnist_files import normalize
 from tests.helpers import run_module
+
+pytestmark = pytest.mark.slow  # a trained model, exported and checked on all 10,000 test images
 
 
 def test_onnx_runs_in_a_plain_session_with_parity(onnx_export, good_run, datamodule):

@@ -141,6 +141,7 @@ def _bench_machine(tmp_path, env: dict[str, str] | None = None) -> dict:
     return result
 
 
+@pytest.mark.slow  # bench subprocesses
 def test_bench_machine_reports_the_machine_and_what_auto_picks(tmp_path):
     result = _bench_machine(tmp_path)
     machine, bench = result["machine"], result["machine_bench"]
@@ -162,6 +163,7 @@ def test_bench_machine_reports_the_machine_and_what_auto_picks(tmp_path):
     }
 
 
+@pytest.mark.slow  # bench subprocesses
 def test_an_avx2_only_cpu_reports_emulated_bf16_and_resolves_to_float32(tmp_path):
     result = _bench_machine(tmp_path, AVX2_ONLY)
     machine, bench = result["machine"], result["machine_bench"]

@@ -33,6 +33,7 @@ def _text(nb: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow  # a real kernel runs every cell
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

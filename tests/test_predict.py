@@ -132,6 +132,7 @@ def test_blank_image_and_bad_pixels_are_refused():
         pixels_to_image([["a"] * 28] * 28)
 
 
+@pytest.mark.slow  # a trained model and the predict command
 def test_predict_reads_simple_photos_at_97_percent(good_run, photos):
     """>= 97 % of 200 plain photos (even paper and light) right; `output=json` prints only JSON."""
     folder, truth = photos
@@ -150,6 +151,7 @@ def test_predict_reads_simple_photos_at_97_percent(good_run, photos):
     assert correct >= 194, f"{correct}/200 photos right"
 
 
+@pytest.mark.slow  # a trained model and the predict command
 def test_rendered_phone_photos_are_read(good_run, tmp_path):
     """1,000 test digits rendered as phone photos by `python -m mnist_lab.photos` (shadows,
     gradients, inks, chalkboards, blur, JPEG; seed 0), read by `predict`. Measured with a full
@@ -187,6 +189,7 @@ def test_photo_generator_is_seeded_and_refuses_bad_arguments(datamodule, tmp_pat
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow  # a trained model and the predict command
 def test_predict_text_output_and_bad_files(good_run, photos, tmp_path):
     _, truth = photos
     first = sorted(truth)[0]

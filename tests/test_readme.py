@@ -188,6 +188,7 @@ def test_every_hydra_command_line_composes():
     assert checked > 20
 
 
+@pytest.mark.slow  # runs the commands
 @pytest.mark.parametrize("command", CHEAP_COMMANDS)
 def test_help_and_cfg_commands_run(command):
     module, args = _module_args(command)
@@ -209,6 +210,7 @@ def _trains_in_process(command: str) -> bool:
     )
 
 
+@pytest.mark.slow  # runs the commands
 def test_single_training_commands_train_with_tiny_settings(tmp_path):
     """Each README training command, with a few batches: it trains, tests and writes metrics;
     the resume command continues the run before it (same directory)."""
@@ -248,6 +250,7 @@ def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 60) -> httpx.Re
     raise AssertionError(f"{url} did not answer in {seconds} s")
 
 
+@pytest.mark.slow  # runs the commands
 def test_five_minute_tour_end_to_end(tmp_path):
     """The tour's commands in order, as a newcomer types them (``logs/`` moved to a temp dir,
     training shortened): train, sweep, TensorBoard, eval, predict, export, serve + curl."""

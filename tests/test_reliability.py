@@ -50,6 +50,7 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # training subprocesses
 @pytest.mark.parametrize(
     ("kill", "where"),
     [("+callbacks.kill.step=13", "mid-epoch"), ("+callbacks.kill.epoch=2", "between epochs")],
@@ -88,6 +89,7 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(
     assert not versions and len(events) >= 2, (versions, events)
 
 
+@pytest.mark.slow  # training subprocesses
 def test_same_seed_same_numbers_and_weights(uninterrupted, tmp_path):
     again, other = tmp_path / "again", tmp_path / "other"
     run_module("mnist_lab.train", *RUN, f"hydra.run.dir={again}")
@@ -102,12 +104,14 @@ def test_same_seed_same_numbers_and_weights(uninterrupted, tmp_path):
     assert first["test/loss"] != third["test/loss"]
 
 
+@pytest.mark.slow  # training subprocesses
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
     proc = run_module("mnist_lab.train", "ckpt_path=last", f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "ckpt_path=last" in proc.stderr and "hydra.run.dir" in proc.stderr
 
 
+@pytest.mark.slow  # training subprocesses
 def test_last_checkpoint_follows_every_epoch_not_only_new_bests(tmp_path):
     """lr=0: validation accuracy never improves after epoch 0, yet last.ckpt (what
     ckpt_path=last resumes from) must hold the final epoch, not the best one."""
@@ -129,6 +133,7 @@ def test_last_checkpoint_follows_every_epoch_not_only_new_bests(tmp_path):
     assert len(best) == 1 and best[0].name.startswith("epoch000")  # the best stayed epoch 0
 
 
+@pytest.mark.slow  # training subprocesses
 def test_divergence_stops_at_the_first_nonfinite_loss(tmp_path):
     proc = run_module(
         "mnist_lab.train",
@@ -154,6 +159,7 @@ def test_divergence_stops_at_the_first_nonfinite_loss(tmp_path):
     assert net and all(torch.isfinite(v).all() for v in net.values())
 
 
+@pytest.mark.slow  # training subprocesses
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -209,6 +215,7 @@ def test_impossible_configs_are_refused_before_anything_runs(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # training subprocesses
 def test_random_sigkills_never_leave_a_corrupt_last_checkpoint(tmp_path):
     """Checkpoints are written to a temporary file and renamed (Lightning's fsspec transaction):
     killed at random moments while it saves every step, last.ckpt always loads, and the run
@@ -282,6 +289,7 @@ def test_wrong_image_count_is_refused_by_name(datamodule, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
 
 
+@pytest.mark.slow  # training subprocesses
 def test_resuming_a_malicious_checkpoint_is_refused_not_executed(tmp_path):
     marker = "/tmp/mnist_lab_pwned"
     if os.path.exists(marker):

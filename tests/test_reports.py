@@ -31,6 +31,7 @@ def evaluated(tb_run, tmp_path_factory):
     return tb_run / "eval", proc
 
 
+@pytest.mark.slow  # eval / sweep subprocesses
 def test_eval_agrees_with_train_on_the_same_checkpoint(tb_run, evaluated):
     out, proc = evaluated
     report = json.loads((out / "metrics.json").read_text())
@@ -42,6 +43,7 @@ def test_eval_agrees_with_train_on_the_same_checkpoint(tb_run, evaluated):
     assert 0 < report["test/f1_macro"] <= 1 and 0 <= report["test/ece"] <= 1
 
 
+@pytest.mark.slow  # eval / sweep subprocesses
 def test_eval_numbers_are_consistent(evaluated):
     out, proc = evaluated
     report = json.loads((out / "metrics.json").read_text())
@@ -60,6 +62,7 @@ def test_eval_numbers_are_consistent(evaluated):
     assert f"| all | 10000 | {correct} |" in table and table in proc.stdout
 
 
+@pytest.mark.slow  # eval / sweep subprocesses
 def test_train_and_eval_agree_on_ema_weights(tmp_path):
     """EMA presets: `train` tests the averaged weights that validation chose, as `eval` does.
     (Lightning's EMA callback restores the raw weights on ``trainer.test(ckpt_path=...)``; after
@@ -79,6 +82,7 @@ def test_train_and_eval_agree_on_ema_weights(tmp_path):
     assert evaluated["test/acc"] == pytest.approx(read_metrics(tmp_path)["test/acc"], abs=1e-6)
 
 
+@pytest.mark.slow  # eval / sweep subprocesses
 def test_eval_figures_are_real_pictures(evaluated):
     out, _ = evaluated
     for name in ("confusion_matrix", "errors", "reliability", "curves"):
@@ -125,6 +129,7 @@ def test_tensorboard_has_scalars_images_and_hparams_with_metrics(tb_run):
     assert final == pytest.approx(read_metrics(tb_run)["test/acc"], abs=1e-6)
 
 
+@pytest.mark.slow  # eval / sweep subprocesses
 def test_report_ranks_the_four_jobs(multirun_dir, tmp_path):
     rows = report_main([str(multirun_dir), "--out", str(tmp_path)])
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
@@ -148,6 +153,7 @@ def test_report_ranks_the_four_jobs(multirun_dir, tmp_path):
     assert (multirun_dir / "summary.md").read_text() == (tmp_path / "summary.md").read_text()
 
 
+@pytest.mark.slow  # eval / sweep subprocesses
 def test_failed_job_is_listed_not_fatal(tmp_path):
     proc = run_module(
         "mnist_lab.train",

@@ -93,6 +93,7 @@ def test_unknown_corruption_names_the_choices(digits):
         corrupt("snow", digits)
 
 
+@pytest.mark.slow  # trained models and command subprocesses
 def test_robustness_report_for_a_run_and_its_onnx_export(good_run, onnx_export, tmp_path):
     """The command writes <run>/robustness with the suite's numbers, the table and the figure;
     the exported ONNX model gives the same accuracies (same corrupted images, same weights)."""
@@ -128,6 +129,7 @@ def test_robustness_report_for_a_run_and_its_onnx_export(good_run, onnx_export, 
         assert acc == pytest.approx(report["corruptions"][name], abs=2 / 300)
 
 
+@pytest.mark.slow  # trained models and command subprocesses
 def test_eval_can_include_the_suite(trained_runs, tmp_path):
     run = trained_runs[0]
     run_module(
@@ -143,6 +145,7 @@ def test_eval_can_include_the_suite(trained_runs, tmp_path):
     assert suite["n_images"] == 200 and len(suite["corruptions"]) == 15
 
 
+@pytest.mark.slow  # trained models and command subprocesses
 @pytest.mark.parametrize(
     ("override", "message"),
     [

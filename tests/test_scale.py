@@ -12,6 +12,8 @@ import yaml
 
 from tests.helpers import ROOT, read_metrics, run_module
 
+pytestmark = pytest.mark.slow  # DDP processes, sweeps, launchers
+
 # A few real steps of a small model: enough to move test accuracy far from chance, so "equal
 # accuracy" below compares real predictions.
 DDP_RUN = [

@@ -18,6 +18,8 @@ from PIL import Image
 from mnist_lab.loadtest import free_port, running_server
 from tests.helpers import render_photo, run_module
 
+pytestmark = pytest.mark.slow  # a real server process, a browser, a load test
+
 
 @pytest.fixture(scope="module")
 def server(good_run, tmp_path_factory):

@@ -63,6 +63,7 @@ def test_short_training_beats_chance_and_writes_its_run_dir(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow  # command subprocesses
 def test_fast_dev_run_tests_final_weights(tmp_path):
     run_module("mnist_lab.train", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}")
     metrics = read_metrics(tmp_path)
@@ -80,6 +81,7 @@ def test_lenet_one_epoch_full_data_reaches_98_percent(tmp_path):
     assert metrics["global_steps"] == 55_000 // 64  # data.batch_size=64, last partial dropped
 
 
+@pytest.mark.slow  # command subprocesses
 def test_multirun_gives_every_job_its_own_directory(multirun_dir):
     jobs = sorted(p for p in multirun_dir.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
@@ -92,6 +94,7 @@ def test_multirun_gives_every_job_its_own_directory(multirun_dir):
     assert seen == {("mlp", "sgd"), ("mlp", "adam"), ("lenet", "sgd"), ("lenet", "adam")}
 
 
+@pytest.mark.slow  # command subprocesses
 def test_missing_data_is_one_clear_error(tmp_path):
     proc = run_module(
         "mnist_lab.train",
@@ -105,6 +108,7 @@ def test_missing_data_is_one_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # command subprocesses
 def test_config_prints_and_lists_groups():
     out = run_module("mnist_lab.train", "--help").stdout
     for group in ("model: ", "optimizer: ", "scheduler: ", "trainer: ", "logger: ", "callbacks: "):
