@@ -39,6 +39,8 @@ def bench_accuracy(quick: bool, presets: list[str], seeds: int) -> dict[str, Any
             }
             if len(ckpts) > 1 and all(ckpts):
                 images, labels = load_split("test")
+                if quick:  # the 2,000 images debug=tiny tests on (2 batches of 1,000)
+                    images, labels = images[:2000], labels[:2000]
                 both = evaluate_ensemble(ckpts, images, labels, tta=True)
                 row["ensemble"], row["ensemble_tta"] = (
                     both["ensemble/acc"],
