@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import hydra
-import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
@@ -32,7 +31,6 @@ from mnist_lab.figures import (
 from mnist_lab.hardware import resolve_precision
 from mnist_lab.inference import TorchPredictor
 from mnist_lab.metrics import classification_metrics, per_class_markdown
-from mnist_lab.module import build_module
 from mnist_lab.robustness import default_out, run_suite
 from mnist_lab.run_logs import read_epoch_curves
 
@@ -41,6 +39,10 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     """Test the checkpoint with the Trainer (as ``train`` does) and compute the full report."""
+    import lightning as L  # here, not at the top: bad paths are refused without its ~4 s import
+
+    from mnist_lab.module import build_module
+
     ckpt = resolve_checkpoints(str(cfg.ckpt_path))[0]
     net, run_config = load_net(ckpt)
     # The same LightningModule (loss, label smoothing, layout) the run trained with.

@@ -2,6 +2,9 @@
 
 Reads like lightning-hydra-template's ``train(cfg)``: instantiate data -> model -> callbacks
 -> loggers -> trainer, fit, test the best checkpoint, write ``metrics.json``.
+
+Lightning (~4 s to import) is imported inside ``train``, so ``--help``, ``--cfg`` and a config
+that does not compose answer in about a second.
 """
 
 from __future__ import annotations
@@ -12,13 +15,10 @@ import logging
 import pickle
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
-import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.checkpoint import load_checkpoint
@@ -34,7 +34,9 @@ from mnist_lab.errors import (
 )
 from mnist_lab.hardware import resolve_auto
 from mnist_lab.models import count_parameters
-from mnist_lab.module import build_module
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 
     ``extra_callbacks`` lets other tools (the benchmark) observe a run without copying it.
     """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mnist_lab.module import build_module
+
     hardware = resolve_auto(cfg)  # `auto` precision/layout -> this machine's; logged once
     check_config(cfg)
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # also outside Hydra (notebooks)
@@ -146,6 +153,8 @@ def main(cfg: DictConfig) -> float | None:
         return failed_run(err, cfg)
     # DDP: one copy of the result, from rank 0 (mypy: Lightning sets rank_zero_only.rank on
     # the function, an undeclared attribute)
+    from lightning.pytorch.utilities import rank_zero_only
+
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         print(f"train_seconds: {metrics['train_seconds']:.1f}")
         print(f"test/acc: {metrics['test/acc']:.4f}")

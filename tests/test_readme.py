@@ -37,7 +37,9 @@ HYDRA_CONFIGS = {
 # (in tests/) that runs the same thing, checked to exist.
 COVERED_ELSEWHERE = {
     "make train": "test_train.py::test_make_train_reaches_98_percent",
+    "make test-fast": "test_lint.py::test_make_test_fast_runs_the_tests_not_marked_slow",
     "make test": ".ci/run",  # CI runs exactly this
+    "make lint": "test_lint.py::test_mypy_clean",
     "tensorboard --logdir": "test_readme.py::test_five_minute_tour_end_to_end",
     "mnist_lab.train --help": "test_train.py::test_config_prints_and_lists_groups",
     "mnist_lab.bench --help": "test_bench.py::test_help_lists_the_sub_benchmarks",
