@@ -153,18 +153,18 @@ def test_predict_reads_simple_photos_at_97_percent(good_run, photos):
 
 @pytest.mark.slow  # a trained model and the predict command
 def test_rendered_phone_photos_are_read(good_run, tmp_path):
-    """500 test digits rendered as phone photos by `python -m mnist_lab.photos` (shadows,
+    """300 test digits rendered as phone photos by `python -m mnist_lab.photos` (shadows,
     gradients, inks, chalkboards, blur, JPEG; seed 0), read by `predict`. Measured on 1,000
     with a full `experiment=fast` checkpoint: 97.2 % (docs/robustness.md); the issue's 99 % is
-    not reached, this floor guards what is (500 photos: ~35 s here, 1,000 took ~75 s)."""
+    not reached, this floor guards what is (300 photos: ~25 s here, 1,000 took ~75 s)."""
     folder = tmp_path / "photos"
-    made = run_module("mnist_lab.photos", f"out={folder}", "n=500", "seed=0")
-    assert "wrote 500 photos" in made.stdout
+    made = run_module("mnist_lab.photos", f"out={folder}", "n=300", "seed=0")
+    assert "wrote 300 photos" in made.stdout
     truth = {
         str(folder / row["file"]): int(row["label"])
         for row in csv.DictReader((folder / "labels.csv").open())
     }
-    assert len(truth) == 500 and len(set(truth.values())) == 10
+    assert len(truth) == 300 and len(set(truth.values())) == 10
     proc = run_module(
         "mnist_lab.predict",
         f"ckpt_path={good_run}",
@@ -174,7 +174,7 @@ def test_rendered_phone_photos_are_read(good_run, tmp_path):
     )
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     correct = sum(r["digit"] == truth[r["path"]] for r in rows)
-    assert len(rows) == 500 and correct >= 475, f"{correct}/500 photos right"
+    assert len(rows) == 300 and correct >= 285, f"{correct}/300 photos right"
 
 
 def test_photo_generator_is_seeded_and_refuses_bad_arguments(datamodule, tmp_path):

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lab.report import main as report_main
-from tests.helpers import read_metrics, run_module
+from tests.helpers import read_metrics, run_module, train_in_process
 
 
 def _png(path, min_side=300):
@@ -67,16 +67,9 @@ def test_train_and_eval_agree_on_ema_weights(tmp_path):
     """EMA presets: `train` tests the averaged weights that validation chose, as `eval` does.
     (Lightning's EMA callback restores the raw weights on ``trainer.test(ckpt_path=...)``; after
     30 steps at decay 0.999 the two differ by far, so a regression shows.)"""
-    run_module(
-        "mnist_lab.train",
-        "experiment=cnn",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=30",
-        "trainer.limit_val_batches=2",
-        "logger=none",
-        "callbacks.figures=null",
-        f"hydra.run.dir={tmp_path}",
-    )
+    overrides = ["experiment=cnn", "debug=tiny", "trainer.limit_train_batches=30"]
+    overrides += ["trainer.limit_test_batches=null", "logger=none", "callbacks.figures=null"]
+    train_in_process(overrides, tmp_path)  # eval tests all 10,000 images: so does train here
     run_module("mnist_lab.eval", f"ckpt_path={tmp_path}", f"hydra.run.dir={tmp_path / 'ev'}")
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["test/acc"] == pytest.approx(read_metrics(tmp_path)["test/acc"], abs=1e-6)

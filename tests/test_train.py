@@ -70,17 +70,6 @@ def test_fast_dev_run_tests_final_weights(tmp_path):
     assert metrics["best_ckpt"] is None and 0 <= metrics["test/acc"] <= 1
 
 
-@pytest.mark.slow
-def test_lenet_one_epoch_full_data_reaches_98_percent(tmp_path):
-    """Acceptance: `model=lenet trainer.max_epochs=1` on all 55,000 images -> test acc >= 0.98."""
-    run_module(
-        "mnist_lab.train", "model=lenet", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}"
-    )
-    metrics = read_metrics(tmp_path)
-    assert metrics["test/acc"] >= 0.98, metrics
-    assert metrics["global_steps"] == 55_000 // 64  # data.batch_size=64, last partial dropped
-
-
 @pytest.mark.slow  # command subprocesses
 def test_multirun_gives_every_job_its_own_directory(multirun_dir):
     jobs = sorted(p for p in multirun_dir.iterdir() if p.is_dir() and p.name.isdigit())
@@ -118,11 +107,13 @@ def test_config_prints_and_lists_groups():
 
 @pytest.mark.slow
 def test_make_train_reaches_98_percent(tmp_path):
-    """Acceptance: `make train` (default model and epochs) prints a test accuracy >= 0.98."""
+    """Acceptance: `make train` trains the default model (LeNet-5) on all 55,000 images and
+    prints a test accuracy >= 0.98, already after one epoch (`model=lenet
+    trainer.max_epochs=1`, the first issue's bar; the default 5 epochs only add to it)."""
     # as a user types it: not a sub-make of `make test` (which would print "Leaving directory")
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     proc = subprocess.run(
-        ["make", "train", f"ARGS=hydra.run.dir={tmp_path}"],
+        ["make", "train", f"ARGS=trainer.max_epochs=1 hydra.run.dir={tmp_path}"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -132,4 +123,6 @@ def test_make_train_reaches_98_percent(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("test/acc: ") and float(last.split()[-1]) >= 0.98
-    assert json.loads((tmp_path / "metrics.json").read_text())["test/acc"] >= 0.98
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test/acc"] >= 0.98 and metrics["model"] == "lenet"
+    assert metrics["global_steps"] == 55_000 // 64  # data.batch_size=64, last partial dropped
