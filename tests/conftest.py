@@ -79,9 +79,11 @@ def multirun_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def good_run(tmp_path_factory) -> Path:
-    """One epoch of experiment=fast (~99 % test accuracy): a model worth deploying."""
+    """experiment=fast with its OneCycle schedule squeezed into 300 batches: a model worth
+    deploying (it reads >= 95 % of rendered phone photos, test_predict) in ~15 s."""
     run_dir = tmp_path_factory.mktemp("good_run")
-    overrides = ["experiment=fast", "trainer.max_epochs=1", "logger=none", "callbacks.figures=null"]
+    overrides = ["experiment=fast", "trainer.max_epochs=1", "trainer.limit_train_batches=300"]
+    overrides += ["logger=none", "callbacks.figures=null"]
     train_in_process(overrides, run_dir)
     return run_dir
 

@@ -24,7 +24,7 @@ def bench_loop(quick: bool, preset: str = "fast") -> dict[str, Any]:
     Both run the module's own training step (forward, loss, torchmetrics accumulation), so the
     difference is the loop machinery: hooks, logging, optimizer closure, batch transfer.
     """
-    repeats = 2 if quick else 5
+    repeats = 1 if quick else 5
     with tempfile.TemporaryDirectory() as out:
         overrides = [
             "logger=none",
