@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from hydra.errors import InstantiationException
@@ -16,7 +19,7 @@ from mnist_lab.errors import (
     NonFiniteLossError,
     entry_point,
 )
-from tests.helpers import run_module
+from tests.helpers import ROOT
 
 
 @pytest.mark.parametrize(
@@ -59,17 +62,29 @@ def test_a_bug_keeps_its_traceback():
 
 
 # train, predict, export and robustness are checked the same way in their own test files
-@pytest.mark.slow  # a subprocess per command: ~5 s each
-@pytest.mark.parametrize(
-    ("module", "args", "message"),
-    [
-        ("mnist_lab.eval", ["ckpt_path=/nonexistent/run"], "no such file or directory"),
-        ("mnist_lab.ensemble", ["ckpts=[/nonexistent]"], "no such file or directory"),
-        ("mnist_lab.serve", ["ckpt_path=/nonexistent.onnx"], "ONNX model not found"),
-        ("mnist_lab.train", ["data.val_size=0"], "data.val_size must be between"),  # via Hydra
-    ],
-)
-def test_every_command_answers_bad_input_with_one_line(module, args, message, tmp_path):
-    proc = run_module(module, *args, f"hydra.run.dir={tmp_path}", check=False, full_error=False)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+COMMANDS = [
+    ("mnist_lab.eval", ["ckpt_path=/nonexistent/run"], "no such file or directory"),
+    ("mnist_lab.ensemble", ["ckpts=[/nonexistent]"], "no such file or directory"),
+    ("mnist_lab.serve", ["ckpt_path=/nonexistent.onnx"], "ONNX model not found"),
+    ("mnist_lab.train", ["data.val_size=0"], "data.val_size must be between"),  # via Hydra
+]
+
+
+@pytest.mark.slow  # a real process per command (started together: ~10 s in all)
+def test_every_command_answers_bad_input_with_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", module, *args, f"hydra.run.dir={tmp_path / module}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for module, args, _ in COMMANDS
+    ]
+    for proc, (module, _, message) in zip(procs, COMMANDS, strict=True):
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 1, f"{module}: {stderr[-2000:]}"
+        assert message in stderr and "Traceback" not in stderr, f"{module}: {stderr[-2000:]}"
