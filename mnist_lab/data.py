@@ -22,7 +22,7 @@ from mnist_lab.augment import Augment
 from mnist_lab.config import default_data_dir
 from mnist_lab.errors import ConfigError
 from mnist_lab.loader import Batch, EpochSampler, TensorBatchLoader
-from mnist_lab.mnist_files import ensure_files, load_split, normalize, raw_dir, to_unit
+from mnist_lab.mnist_files import ensure_files, normalize, raw_dir, read_split, to_unit
 
 
 def make_augment(options: Mapping[str, Any]) -> Augment:
@@ -86,7 +86,8 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
-        images, labels = load_split("train", self.data_dir, self.download)
+        raw = ensure_files(self.data_dir, self.download)  # md5 once, for both files
+        images, labels = read_split(raw, "train")
         # The validation split depends on `split_seed` only, so every run sees the same val set.
         perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
@@ -94,7 +95,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.tensors = {
             "train": (images[train_idx], labels[train_idx]),
             "val": (images[val_idx], labels[val_idx]),
-            "test": load_split("test", self.data_dir, self.download),
+            "test": read_split(raw, "test"),
         }
         device = self._device()
         if self.preload_to_device and device.type != "cpu":

@@ -117,14 +117,18 @@ def read_idx(raw: Path, name: str, expected_shape: tuple[int, ...]) -> torch.Ten
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
-def load_split(
-    split: str, data_dir: str | Path | None = None, download: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images [N, 28, 28] and int64 labels [N] of the official ``train`` or ``test`` file,
-    md5-checked first."""
-    raw = ensure_files(data_dir, download)
+def read_split(raw: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [N, 28, 28] and int64 labels [N] of the ``train`` or ``test`` file in
+    ``raw`` (already checked by :func:`ensure_files`)."""
     img_name, lbl_name, n = SPLITS[split]
     images, labels = read_idx(raw, img_name, (n, 28, 28)), read_idx(raw, lbl_name, (n,)).long()
     if labels.max() > 9:
         raise MNISTDataError(f"MNIST labels outside 0..9 in {raw}. {how_to_fix(raw)}")
     return images, labels
+
+
+def load_split(
+    split: str, data_dir: str | Path | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One official split, md5-checked first: what the commands that need only the test set use."""
+    return read_split(ensure_files(data_dir, download), split)
