@@ -219,6 +219,27 @@ def test_warp_moves_pixels_exactly():
     }
 
 
+def test_elastic_distortion_is_a_smooth_field_of_the_stated_size():
+    """A horizontal ramp (value = column / 28) turns each pixel's x-displacement into its value
+    change, so the field itself can be measured through the real augmentation call."""
+    n, size = 512, 28
+    ramp = (torch.arange(size, dtype=torch.float32) / size).expand(n, 1, size, size).contiguous()
+    still = Augment(rotate_deg=0, translate_frac=0, scale=(1.0, 1.0))
+    assert torch.allclose(still(ramp), ramp, atol=1e-6)  # elastic_px=0: no field at all
+    wobble = Augment(rotate_deg=0, translate_frac=0, scale=(1.0, 1.0), elastic_px=2.0)
+    g = torch.Generator().manual_seed(0)
+    inner = slice(6, size - 6)  # away from the zero padding at the border
+    dx = ((wobble(ramp, g) - ramp) * size)[:, 0, inner, inner]  # displacement in pixels
+    rms = dx.pow(2).mean().sqrt().item()
+    assert 0.6 * 2.0 < rms < 0.9 * 2.0  # bilinear upsampling of the coarse field: ~0.76x
+    assert dx.abs().amax() < 6 * 2.0  # no tearing
+    near = torch.corrcoef(torch.stack([dx[..., :-1].flatten(), dx[..., 1:].flatten()]))[0, 1]
+    far = torch.corrcoef(torch.stack([dx[..., :4].flatten(), dx[..., -4:].flatten()]))[0, 1]
+    assert near > 0.9 and abs(far) < 0.2  # smooth locally, independent across the digit
+    g2 = torch.Generator().manual_seed(0)
+    assert torch.equal(wobble(ramp, g2), wobble(ramp, torch.Generator().manual_seed(0)))
+
+
 ROBUST = {"stroke_p": 1, "blur_p": 1, "light_p": 1, "noise_p": 1, "lines_p": 1, "erase_p": 1}
 
 

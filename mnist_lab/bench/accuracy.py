@@ -1,50 +1,147 @@
-"""``bench accuracy``: test accuracy per preset over seeds, and the ensemble of the seeds."""
+"""``bench accuracy``: test accuracy per preset over seeds, and the ensemble of the seeds.
+
+Each (preset, seed) trains into its own folder under ``runs_dir`` and keeps its checkpoint, so
+a benchmark of several hour-long runs can be split across sessions: a rerun reuses every run
+that finished with the same composed config and trains only the missing ones. The checkpoints
+also stay available for ``python -m mnist_lab.ensemble`` and for mixed ensembles (``--mix``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import statistics
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf, open_dict
+
 from mnist_lab.bench.timing import QUICK
-from mnist_lab.config import compose_train_config
+from mnist_lab.config import PROJECT_ROOT, compose_train_config
 from mnist_lab.ensemble import evaluate_ensemble
+from mnist_lab.errors import ConfigError
 from mnist_lab.mnist_files import load_split
 from mnist_lab.train import train
 
+RUNS_DIR = PROJECT_ROOT / "logs" / "bench" / "accuracy"
+DONE = "bench_run.json"  # written last: a folder without it is an unfinished run
 
-def bench_accuracy(quick: bool, presets: list[str], seeds: int) -> dict[str, Any]:
-    """Test accuracy per preset over seeds; the model is always chosen on validation accuracy."""
-    table = {}
-    for preset in presets:
-        accs, secs, ckpts = [], [], []
-        with tempfile.TemporaryDirectory() as out:
-            for seed in range(seeds):
-                cfg = compose_train_config(
-                    [f"experiment={preset}", f"seed={seed}", "logger=none"]
-                    + (QUICK if quick else []),
-                    Path(out) / str(seed),
-                )
-                metrics = train(cfg)
-                accs.append(metrics["test/acc"])
-                secs.append(metrics["train_seconds"])
-                ckpts.append(metrics["best_ckpt"])
+
+def _fingerprint(overrides: Sequence[str]) -> str:
+    """Hash of the composed config, paths aside: a changed preset file retrains."""
+    cfg = compose_train_config(overrides)
+    with open_dict(cfg):
+        cfg.pop("paths")
+    text = OmegaConf.to_yaml(cfg, resolve=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_seed(
+    preset: str, seed: int, runs_dir: Path, extra: Sequence[str] = (), fresh: bool = False
+) -> dict[str, Any]:
+    """Train ``preset`` with ``seed`` into ``runs_dir/preset/seedN``, or reuse the finished run
+    there when its composed config is the same. Returns the run's metrics."""
+    overrides = [f"experiment={preset}", f"seed={seed}", "logger=none", *extra]
+    fingerprint = _fingerprint(overrides)
+    out = runs_dir / preset / f"seed{seed}"
+    done = out / DONE
+    if done.exists() and not fresh:
+        record = json.loads(done.read_text())
+        ckpt = record["metrics"].get("best_ckpt")
+        if record.get("fingerprint") == fingerprint and (not ckpt or Path(ckpt).exists()):
+            print(f"accuracy  {preset} seed {seed}: reusing the finished run in {out}", flush=True)
+            return {**record["metrics"], "reused": True}
+    if out.exists():  # unfinished, another config or --fresh: keep a finished one aside
+        if done.exists():
+            old = out.with_name(f"{out.name}.old{len(list(out.parent.glob(out.name + '.old*')))}")
+            out.rename(old)
+            print(f"accuracy  {preset} seed {seed}: config changed, old run moved to {old}")
+        else:
+            shutil.rmtree(out)
+    print(f"accuracy  {preset} seed {seed}: training into {out}", flush=True)
+    metrics = train(compose_train_config(overrides, out))
+    done.write_text(
+        json.dumps({"overrides": overrides, "fingerprint": fingerprint, "metrics": metrics}) + "\n"
+    )
+    return metrics
+
+
+def _test_set(quick: bool) -> tuple[Any, Any]:
+    images, labels = load_split("test")
+    if quick:  # the 2,000 images debug=tiny tests on (2 batches of 1,000)
+        images, labels = images[:2000], labels[:2000]
+    return images, labels
+
+
+def parse_mix(specs: Sequence[str]) -> list[tuple[str, int]]:
+    """``["best:0,1,2", "resnet:0"]`` -> [(best, 0), (best, 1), (best, 2), (resnet, 0)]."""
+    members = []
+    for spec in specs:
+        preset, _, seeds = spec.partition(":")
+        try:
+            members += [(preset, int(s)) for s in seeds.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--mix {spec!r}: write PRESET:SEEDS with comma-separated seed numbers, "
+                "e.g. --mix best:0,1,2 resnet:0,1"
+            ) from None
+    return members
+
+
+def bench_accuracy(
+    quick: bool,
+    presets: list[str],
+    seeds: int,
+    runs_dir: Path | None = None,
+    extra: Sequence[str] = (),
+    fresh: bool = False,
+    mix: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Test accuracy per preset over seeds; the model is always chosen on validation accuracy.
+
+    ``mix``: one more ensemble over runs of several presets (``PRESET:SEEDS`` each); its members
+    are fixed by the command line before anything is tested, never picked on the test set.
+    """
+    extra = [*extra, *(QUICK if quick else [])]
+    with tempfile.TemporaryDirectory() as tmp:
+        # --quick never touches the real runs (unless a folder is given)
+        root = Path(runs_dir) if runs_dir else Path(tmp) if quick else RUNS_DIR
+        table: dict[str, Any] = {}
+        for preset in presets:
+            runs = [run_seed(preset, seed, root, extra, fresh) for seed in range(seeds)]
+            accs = [r["test/acc"] for r in runs]
+            secs = [r["train_seconds"] for r in runs]
+            ckpts = [r["best_ckpt"] for r in runs]
             row: dict[str, Any] = {
                 "seeds": seeds,
                 "test_acc": accs,
                 "mean": statistics.mean(accs),
                 "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "train_seconds": secs,
                 "train_seconds_median": statistics.median(secs),
+                "epochs": runs[0]["epochs"],
+                "precision": [r["precision"] for r in runs],
+                "machines": sorted({r["machine"]["class"] for r in runs}),
+                "reused": sum(bool(r.get("reused")) for r in runs),
             }
             if len(ckpts) > 1 and all(ckpts):
-                images, labels = load_split("test")
-                if quick:  # the 2,000 images debug=tiny tests on (2 batches of 1,000)
-                    images, labels = images[:2000], labels[:2000]
-                both = evaluate_ensemble(ckpts, images, labels, tta=True)
+                both = evaluate_ensemble(ckpts, *_test_set(quick), tta=True)
                 row["ensemble"], row["ensemble_tta"] = (
                     both["ensemble/acc"],
                     both["ensemble/acc_tta"],
                 )
-        table[preset] = row
+            table[preset] = row
+        if mix:
+            members = parse_mix(mix)
+            runs = [run_seed(p, s, root, extra) for p, s in members]
+            both = evaluate_ensemble([r["best_ckpt"] for r in runs], *_test_set(quick), tta=True)
+            table["mix"] = {
+                "members": [f"{p}:{s}" for p, s in members],
+                "test_acc": [m["test/acc"] for m in both["members"]],
+                "ensemble": both["ensemble/acc"],
+                "ensemble_tta": both["ensemble/acc_tta"],
+            }
     return table

@@ -74,6 +74,12 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{s['median_s']} s, reached {s['reached']}"
             )
     for preset, row in result.get("accuracy", {}).items():
+        if preset == "mix":
+            lines.append(
+                f"accuracy  ensemble of {' '.join(row['members'])}: {row['ensemble']:.4f}, "
+                f"+TTA {row['ensemble_tta']:.4f}"
+            )
+            continue
         ens = (
             f", ensemble {row['ensemble']:.4f}, +TTA {row['ensemble_tta']:.4f}"
             if "ensemble" in row
@@ -137,7 +143,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="extra Hydra overrides for the preset of the time and machine benchmarks",
+        help="extra Hydra overrides for the preset of the time, machine and accuracy benchmarks",
+    )
+    parser.add_argument(
+        "--runs",
+        default=None,
+        help="accuracy: where each preset/seed run trains and keeps its checkpoint; finished "
+        "runs with the same config are reused (default logs/bench/accuracy; --quick: a temp dir)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="accuracy: retrain even where a finished run exists"
+    )
+    parser.add_argument(
+        "--mix",
+        nargs="+",
+        default=[],
+        metavar="PRESET:SEEDS",
+        help="accuracy: also ensemble these runs of several presets, e.g. best:0,1,2 resnet:0,1 "
+        "(trained or reused like the others)",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument(
@@ -170,7 +193,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "accuracy" in benchmarks:
         presets = ["lenet_baseline", "fast"] if args.quick else args.presets
         result["accuracy"] = bench_accuracy(
-            args.quick, presets, max(seeds, 2) if args.quick else seeds
+            args.quick,
+            presets,
+            max(seeds, 2) if args.quick else seeds,
+            Path(args.runs) if args.runs else None,
+            args.set,
+            args.fresh,
+            args.mix,
         )
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))
