@@ -5,6 +5,7 @@
     python -m mnist_lab.bench machine --out machine.json
     python -m mnist_lab.bench time --preset fast --seeds 5
     python -m mnist_lab.bench accuracy --presets mlp cnn --seeds 3
+    python -m mnist_lab.bench accuracy --presets best --mix best:0,1,2 resnet:0,1
 
 Sub-benchmarks (one module each):
   machine   CPU/GPU, ISA, native bf16; matmul GFLOP/s per dtype; the preset net's training
@@ -14,7 +15,10 @@ Sub-benchmarks (one module each):
   loop      seconds/epoch of the Lightning loop vs a plain PyTorch loop, same model and batches
   time      a preset's final test accuracy (mean ± std over seeds) and median train_seconds;
             --crossing adds when test accuracy first crossed 99.0/99.5 % (secondary)
-  accuracy  test accuracy mean ± std over seeds per preset (+ ensemble/TTA of the seeds)
+  accuracy  test accuracy mean ± std over seeds per preset (+ ensemble/TTA of the seeds);
+            every run keeps its folder under logs/bench/accuracy/PRESET/seedN and a rerun
+            reuses the finished ones (same config), so long presets can run across sessions;
+            --mix ensembles runs of several presets
   augment   ms per batch of the robust augmentation, per stage, vs kornia's (if installed)
   robustness  presets (default fast, robust) x seeds: clean and corruption-suite accuracy,
             train seconds and the time ratio to the first preset
