@@ -109,7 +109,8 @@ def test_accuracy_reuses_finished_runs_and_retrains_what_changed(tmp_path, capsy
 
     first = bench_accuracy(True, ["lenet_baseline"], 2, runs_dir=tmp_path)["lenet_baseline"]
     assert len(first["test_acc"]) == 2 and 0 < first["mean"] <= 1 and first["std"] >= 0
-    assert 0 < first["ensemble"] <= 1 and 0 < first["ensemble_tta"] <= 1
+    assert all(0 < first[k] <= 1 for k in ("ensemble", "ensemble_tta", "ensemble_val"))
+    assert 0 < first["ensemble_tta_val"] <= 1
     assert first["reused"] == 0 and (tmp_path / "lenet_baseline" / "seed1" / DONE).exists()
     (tmp_path / "lenet_baseline" / "seed1" / DONE).unlink()  # as if killed before the end
     again = bench_accuracy(

@@ -74,3 +74,32 @@ def test_missing_or_foreign_checkpoint_errors(tmp_path):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match=r"not written by mnist_lab\.train"):
         load_net(foreign)
+
+
+def test_ensemble_on_the_validation_split_reproduces_what_training_chose(trained_runs, tmp_path):
+    """split=val rebuilds each run's held-out images from its own config: the member accuracy
+    there is the val/acc_best the checkpoint was chosen by, so members and TTA can be chosen
+    without the test set."""
+    from omegaconf import OmegaConf
+
+    from mnist_lab.ensemble import ensemble
+    from mnist_lab.errors import ConfigError
+
+    ckpts = [read_metrics(r)["best_ckpt"] for r in trained_runs]
+    cfg = OmegaConf.create(
+        {"ckpts": ckpts, "split": "val", "tta": False, "data_dir": None, "batch_size": 1000}
+    )
+    cfg.device = "cpu"
+    result = ensemble(cfg)
+    assert result["split"] == "val" and len(result["members"]) == 2
+    for member, run in zip(result["members"], trained_runs, strict=True):
+        assert member["val/acc"] == pytest.approx(read_metrics(run)["val/acc_best"], abs=1e-4)
+    other = torch.load(ckpts[1], weights_only=True)
+    other["hyper_parameters"]["run_config"]["data"]["split_seed"] = 7
+    torch.save(other, tmp_path / "other_split.ckpt")
+    cfg.ckpts = [ckpts[0], str(tmp_path / "other_split.ckpt")]
+    with pytest.raises(ConfigError, match="different validation images"):
+        ensemble(cfg)
+    cfg.split = "train"
+    with pytest.raises(ConfigError, match="choose one of test, val"):
+        ensemble(cfg)

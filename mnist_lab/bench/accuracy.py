@@ -21,7 +21,7 @@ from omegaconf import OmegaConf, open_dict
 
 from mnist_lab.bench.timing import QUICK
 from mnist_lab.config import PROJECT_ROOT, compose_train_config
-from mnist_lab.ensemble import evaluate_ensemble
+from mnist_lab.ensemble import evaluate_ensemble, validation_split
 from mnist_lab.errors import ConfigError
 from mnist_lab.mnist_files import load_split
 from mnist_lab.train import train
@@ -69,11 +69,20 @@ def run_seed(
     return metrics
 
 
-def _test_set(quick: bool) -> tuple[Any, Any]:
+def _ensemble(ckpts: list[str], quick: bool) -> dict[str, float]:
+    """The ensemble on the test set, and on the validation images (``*_val``): whether TTA or a
+    member helps can be read off validation, not chosen on the test set."""
     images, labels = load_split("test")
     if quick:  # the 2,000 images debug=tiny tests on (2 batches of 1,000)
         images, labels = images[:2000], labels[:2000]
-    return images, labels
+    test = evaluate_ensemble(ckpts, images, labels, tta=True)
+    val = evaluate_ensemble(ckpts, *validation_split(ckpts), tta=True, split="val")
+    return {
+        "ensemble": test["ensemble/acc"],
+        "ensemble_tta": test["ensemble/acc_tta"],
+        "ensemble_val": val["ensemble/acc"],
+        "ensemble_tta_val": val["ensemble/acc_tta"],
+    }
 
 
 def parse_mix(specs: Sequence[str]) -> list[tuple[str, int]]:
@@ -128,20 +137,14 @@ def bench_accuracy(
                 "reused": sum(bool(r.get("reused")) for r in runs),
             }
             if len(ckpts) > 1 and all(ckpts):
-                both = evaluate_ensemble(ckpts, *_test_set(quick), tta=True)
-                row["ensemble"], row["ensemble_tta"] = (
-                    both["ensemble/acc"],
-                    both["ensemble/acc_tta"],
-                )
+                row.update(_ensemble(ckpts, quick))
             table[preset] = row
         if mix:
             members = parse_mix(mix)
             runs = [run_seed(p, s, root, extra) for p, s in members]
-            both = evaluate_ensemble([r["best_ckpt"] for r in runs], *_test_set(quick), tta=True)
             table["mix"] = {
                 "members": [f"{p}:{s}" for p, s in members],
-                "test_acc": [m["test/acc"] for m in both["members"]],
-                "ensemble": both["ensemble/acc"],
-                "ensemble_tta": both["ensemble/acc_tta"],
+                "test_acc": [r["test/acc"] for r in runs],
+                **_ensemble([r["best_ckpt"] for r in runs], quick),
             }
     return table

@@ -77,11 +77,13 @@ def format_table(result: dict[str, Any]) -> str:
         if preset == "mix":
             lines.append(
                 f"accuracy  ensemble of {' '.join(row['members'])}: {row['ensemble']:.4f}, "
-                f"+TTA {row['ensemble_tta']:.4f}"
+                f"+TTA {row['ensemble_tta']:.4f} (validation {row['ensemble_val']:.4f}, "
+                f"+TTA {row['ensemble_tta_val']:.4f})"
             )
             continue
         ens = (
-            f", ensemble {row['ensemble']:.4f}, +TTA {row['ensemble_tta']:.4f}"
+            f", ensemble {row['ensemble']:.4f}, +TTA {row['ensemble_tta']:.4f} (validation "
+            f"{row['ensemble_val']:.4f}, +TTA {row['ensemble_tta_val']:.4f})"
             if "ensemble" in row
             else ""
         )
