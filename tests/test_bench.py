@@ -123,6 +123,8 @@ def test_accuracy_reuses_finished_runs_and_retrains_what_changed(tmp_path, capsy
     assert "reusing the finished run" in capsys.readouterr().out
     table = format_table({"machine": machine_info(), "accuracy": again})
     assert "accuracy  lenet_baseline" in table and "ensemble of lenet_baseline:0" in table
+    capsys.readouterr()
     changed = run_seed("lenet_baseline", 0, tmp_path, ["debug=tiny", "optimizer.lr=0.01"])
     assert not changed.get("reused")
+    assert "optimizer.lr: 0.05 -> 0.01" in capsys.readouterr().out  # says what changed
     assert (tmp_path / "lenet_baseline" / "seed0.old0" / DONE).exists()  # kept, not deleted

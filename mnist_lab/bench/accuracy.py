@@ -2,27 +2,28 @@
 
 Each (preset, seed) trains into its own folder under ``runs_dir`` and keeps its checkpoint, so
 a benchmark of several hour-long runs can be split across sessions: a rerun reuses every run
-that finished with the same composed config and trains only the missing ones. The checkpoints
+that finished with the config it would train today and trains only the missing ones. The checkpoints
 also stay available for ``python -m mnist_lab.ensemble`` and for mixed ensembles (``--mix``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from mnist_lab.bench.timing import QUICK
+from mnist_lab.checkpoint import load_checkpoint
 from mnist_lab.config import PROJECT_ROOT, compose_train_config
 from mnist_lab.ensemble import evaluate_ensemble, validation_split
 from mnist_lab.errors import ConfigError
+from mnist_lab.hardware import AUTO
 from mnist_lab.mnist_files import load_split
 from mnist_lab.train import train
 
@@ -30,42 +31,76 @@ RUNS_DIR = PROJECT_ROOT / "logs" / "bench" / "accuracy"
 DONE = "bench_run.json"  # written last: a folder without it is an unfinished run
 
 
-def _fingerprint(overrides: Sequence[str]) -> str:
-    """Hash of the composed config, paths aside: a changed preset file retrains."""
-    cfg = compose_train_config(overrides)
-    with open_dict(cfg):
-        cfg.pop("paths")
-    text = OmegaConf.to_yaml(cfg, resolve=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved run config as dotted key -> value, without the machine-specific paths (the
+    ``paths`` group and any value that contains one of them)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(config, "")
+    paths = [str(v) for k, v in flat.items() if k.startswith("paths.") and v]
+    return {
+        k: v
+        for k, v in flat.items()
+        if not k.startswith("paths.") and not (isinstance(v, str) and any(p in v for p in paths))
+    }
+
+
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between the config a run trained with and today's, as ``key: old -> new``.
+
+    Keys the code gained since the run are not changes: new options default to the old
+    behaviour (a stage's chance 0, a feature off), so adding one does not retrain everything.
+    ``auto`` (precision, memory layout) matches what the hardware resolved it to then; the
+    table lists each seed's precision and machine class.
+    """
+    before, after = settings(old), settings(new)
+    return [
+        f"{k}: {before[k]!r} -> {after.get(k, '<removed>')!r}"
+        for k in before
+        if after.get(k, "<removed>") not in (before[k], AUTO)
+    ]
 
 
 def run_seed(
     preset: str, seed: int, runs_dir: Path, extra: Sequence[str] = (), fresh: bool = False
 ) -> dict[str, Any]:
     """Train ``preset`` with ``seed`` into ``runs_dir/preset/seedN``, or reuse the finished run
-    there when its composed config is the same. Returns the run's metrics."""
+    there when it trained with today's config (the one its checkpoint stores). Returns the
+    run's metrics."""
     overrides = [f"experiment={preset}", f"seed={seed}", "logger=none", *extra]
-    fingerprint = _fingerprint(overrides)
     out = runs_dir / preset / f"seed{seed}"
+    cfg = compose_train_config(overrides, out)
     done = out / DONE
+    changes: list[str] = []
     if done.exists() and not fresh:
-        record = json.loads(done.read_text())
-        ckpt = record["metrics"].get("best_ckpt")
-        if record.get("fingerprint") == fingerprint and (not ckpt or Path(ckpt).exists()):
-            print(f"accuracy  {preset} seed {seed}: reusing the finished run in {out}", flush=True)
-            return {**record["metrics"], "reused": True}
-    if out.exists():  # unfinished, another config or --fresh: keep a finished one aside
+        metrics = json.loads(done.read_text())["metrics"]
+        ckpt = metrics.get("best_ckpt")
+        if ckpt and Path(ckpt).exists():
+            old = load_checkpoint(ckpt)["hyper_parameters"]["run_config"]
+            changes = config_changes(old, OmegaConf.to_container(cfg, resolve=True))
+            if not changes:
+                print(f"accuracy  {preset} seed {seed}: reusing the finished run in {out}")
+                return {**metrics, "reused": True}
+    if out.exists():  # unfinished, changed or --fresh: keep a finished run aside
         if done.exists():
-            old = out.with_name(f"{out.name}.old{len(list(out.parent.glob(out.name + '.old*')))}")
-            out.rename(old)
-            print(f"accuracy  {preset} seed {seed}: config changed, old run moved to {old}")
+            old_dir = out.with_name(
+                f"{out.name}.old{len(list(out.parent.glob(out.name + '.old*')))}"
+            )
+            out.rename(old_dir)
+            why = "; ".join(changes) or "--fresh or its checkpoint is gone"
+            print(f"accuracy  {preset} seed {seed}: retraining ({why}); old run in {old_dir}")
         else:
             shutil.rmtree(out)
     print(f"accuracy  {preset} seed {seed}: training into {out}", flush=True)
-    metrics = train(compose_train_config(overrides, out))
-    done.write_text(
-        json.dumps({"overrides": overrides, "fingerprint": fingerprint, "metrics": metrics}) + "\n"
-    )
+    metrics = train(cfg)
+    done.write_text(json.dumps({"overrides": overrides, "metrics": metrics}) + "\n")
     return metrics
 
 
