@@ -14,7 +14,7 @@ import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 
@@ -84,7 +84,7 @@ def run_seed(
         ckpt = metrics.get("best_ckpt")
         if ckpt and Path(ckpt).exists():
             old = load_checkpoint(ckpt)["hyper_parameters"]["run_config"]
-            changes = config_changes(old, OmegaConf.to_container(cfg, resolve=True))
+            changes = config_changes(old, cast(dict, OmegaConf.to_container(cfg, resolve=True)))
             if not changes:
                 print(f"accuracy  {preset} seed {seed}: reusing the finished run in {out}")
                 return {**metrics, "reused": True}
