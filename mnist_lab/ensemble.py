@@ -16,12 +16,34 @@ from typing import Any, cast
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from mnist_lab.checkpoint import load_net, resolve_checkpoints
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.errors import ConfigError, entry_point
 from mnist_lab.inference import accuracy, predict_proba
 from mnist_lab.mnist_files import load_split
+
+
+class EnsembleNet(nn.Module):
+    """Several trained nets as one: the log of their mean probabilities (a distillation
+    teacher, ``module.teacher``). Always in eval mode, never trained."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets).eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> EnsembleNet:
+        return super().train(False)  # BatchNorm and dropout stay in inference mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([net(x).float().softmax(-1) for net in self.nets]).mean(0)
+        return probs.clamp_min(1e-12).log()  # no -inf: KL against it stays finite
+
+
+def load_ensemble(ckpts: list[str] | str) -> EnsembleNet:
+    """An :class:`EnsembleNet` of checkpoint files, run directories or multirun directories."""
+    return EnsembleNet([load_net(path)[0] for path in resolve_checkpoints(ckpts)])
 
 
 def evaluate_ensemble(

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from omegaconf import DictConfig, OmegaConf
@@ -83,6 +84,14 @@ class Classifier(L.LightningModule):
             ``bf16-mixed``, so the reported numbers are those of the float32 model that export
             and serve run (bf16 rounding of the logits can flip near-ties).
         run_config: the run's resolved config, stored in the checkpoint to rebuild the model.
+        teacher: a trained net whose predictions the net learns to match (knowledge
+            distillation, Hinton et al. 2015), e.g. an ensemble of checkpoints
+            (``mnist_lab.ensemble.load_ensemble``); it sees the same augmented batch as the
+            student. Not saved in checkpoints, not part of the trained model.
+        distill_weight: share of the loss that is the distillation term (0: plain
+            cross-entropy; 1: the labels are not used at all).
+        distill_temperature: softens both distributions before they are compared (the term is
+            scaled by T^2 so its gradients keep their size).
     """
 
     # set per stage in __init__ (setattr); declared here so their types are known
@@ -104,9 +113,25 @@ class Classifier(L.LightningModule):
         channels_last: bool | str = False,
         fp32_eval: bool = True,
         run_config: Mapping[str, Any] | None = None,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 1.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
+            raise ConfigError(
+                "module.distill_weight must be in [0, 1] and module.distill_temperature > 0, got "
+                f"{distill_weight} and {distill_temperature}"
+            )
+        if distill_weight > 0 and teacher is None:
+            raise ConfigError(
+                f"module.distill_weight={distill_weight} needs a teacher: set module.teacher "
+                "(see conf/experiment/distilled.yaml) or module.distill_weight=0"
+            )
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "teacher"], logger=False)
+        # A tuple, not an attribute nn.Module registers: the teacher stays out of the
+        # checkpoint, the optimizer, EMA averaging and train()/eval() switching.
+        self.teachers: tuple[nn.Module, ...] = (teacher,) if teacher is not None else ()
         if channels_last == AUTO:  # `train` resolves it first; this covers direct use
             channels_last = resolve_channels_last(AUTO, resolve_precision(AUTO, AUTO), AUTO)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -138,6 +163,9 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x) if stage == "train" else self._eval_forward(x)
         loss = self.criterion(logits, y)
+        weight = self.hparams["distill_weight"]
+        if stage == "train" and weight > 0:  # (1 - w) * cross-entropy + w * distillation
+            loss = torch.lerp(loss, self.distillation_loss(x, logits), weight)
         getattr(self, f"{stage}_acc").update(logits.detach(), y)
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=y.numel())
         if stage != "train":
@@ -146,6 +174,26 @@ class Classifier(L.LightningModule):
             self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True)
             self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_epoch=True, prog_bar=True)
         return loss, logits
+
+    def distillation_loss(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """KL(teacher || student) at temperature T, times T^2."""
+        t = self.hparams["distill_temperature"]
+        with torch.no_grad():
+            target = self.teachers[0](x.contiguous(memory_format=self.memory_format))
+        return (
+            F.kl_div(
+                (logits.float() / t).log_softmax(-1),
+                (target.float() / t).log_softmax(-1),
+                log_target=True,
+                reduction="batchmean",
+            )
+            * t
+            * t
+        )
+
+    def on_fit_start(self) -> None:
+        for teacher in self.teachers:
+            teacher.to(self.device).to(memory_format=self.memory_format).eval()
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
@@ -238,9 +286,11 @@ def build_module(cfg: DictConfig | Mapping[str, Any], net: nn.Module | None = No
     With ``net`` (loaded from a checkpoint, whose run config this is): the module it trained in
     (loss, label smoothing, memory layout), to evaluate.
     """
+    if net is not None:  # to evaluate: a distilled model's teacher is not loaded
+        training_only = ("teacher", "distill_weight", "distill_temperature")
+        options = {k: v for k, v in cfg["module"].items() if k not in training_only}
+        return cast(Classifier, instantiate(options, _partial_=True)(net=net))
     factory = instantiate(cfg["module"], _partial_=True)
-    if net is not None:
-        return factory(net=net)
     return factory(
         net=instantiate(cfg["model"]),
         optimizer=instantiate(cfg["optimizer"]),

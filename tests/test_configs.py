@@ -200,7 +200,8 @@ PRESET_RECIPES = {
     "mlp": ("MLP", 128, 0.05, 0.1, 30, 0.25, False),
     "cnn": ("CNN", 128, 0.1, 0.1, 15, 0.25, True),
     "resnet": ("ResNet", 128, 0.1, 0.1, 20, 0.25, True),
-    "best": ("CNN", 128, 0.1, 0.1, 30, 0.25, True),
+    "best": ("CNN", 128, 0.1, 0.1, 50, 0.25, True),
+    "distilled": ("CNN", 128, 0.1, 0.1, 50, 0.25, True),
     "fast": ("CNN", 96, 0.085, 0.1, 4, 0.12, False),
     "robust": ("CNN", 96, 0.085, 0.1, 6, 0.12, False),
 }
@@ -211,9 +212,15 @@ def test_the_issue_presets_exist():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_every_preset_composes_and_builds(preset, tmp_path):
-    cfg = compose_cfg([f"experiment={preset}"], tmp_path)
+def test_every_preset_composes_and_builds(preset, tmp_path, request):
+    extra = []
+    if preset == "distilled":  # its teacher: real checkpoints (by default the best preset's)
+        runs = request.getfixturevalue("trained_runs")
+        extra = [f"module.teacher.ckpts=[{runs[0]},{runs[1]}]"]
+    cfg = compose_cfg([f"experiment={preset}", *extra], tmp_path)
     module = build_module(cfg)
+    if preset == "distilled":
+        assert len(module.teachers[0].nets) == 2 and module.hparams["distill_weight"] > 0
     assert module(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert module.build_optimization(total_steps=10)["optimizer"]
     names = {type(c).__name__ for c in instantiate_group(cfg.callbacks)}

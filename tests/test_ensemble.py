@@ -6,13 +6,15 @@ import json
 import os
 import pickle
 
+import lightning as L
 import pytest
 import torch
 
 from mnist_lab.checkpoint import load_checkpoint, load_net, resolve_checkpoints
 from mnist_lab.errors import CheckpointError
 from mnist_lab.inference import accuracy, predict_proba
-from tests.helpers import Pickled, read_metrics, run_module
+from mnist_lab.module import Classifier, build_module
+from tests.helpers import Pickled, compose_cfg, read_metrics, run_module
 
 
 def test_loaded_net_reproduces_the_runs_test_accuracy(trained_runs, datamodule):
@@ -103,3 +105,46 @@ def test_ensemble_on_the_validation_split_reproduces_what_training_chose(trained
     cfg.split = "train"
     with pytest.raises(ConfigError, match="choose one of test, val"):
         ensemble(cfg)
+
+
+class ShiftLabels(L.Callback):
+    """Every training label + 1 (mod 10): what the net gets right did not come from them."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        batch[1].add_(1).remainder_(10)
+
+
+def test_distillation_learns_the_teachers_digits_not_the_labels(trained_runs, tmp_path):
+    """distill_weight=1 trains on the teacher's predictions alone: with every training label
+    wrong, the student still learns the right digits, because the teacher knows them."""
+    from mnist_lab.train import train
+
+    teacher = read_metrics(trained_runs[0])["best_ckpt"]
+    overrides = [
+        "model=lenet",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=100",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "logger=none",
+        f"module.teacher={{_target_:mnist_lab.ensemble.load_ensemble,ckpts:['{teacher}']}}",
+        "module.distill_weight=1.0",
+        "module.distill_temperature=1.0",
+    ]
+    metrics = train(compose_cfg(overrides, tmp_path), extra_callbacks=[ShiftLabels()])
+    assert metrics["test/acc"] > 0.8  # learning the shifted labels would score ~0
+    net, config = load_net(metrics["best_ckpt"])  # the teacher is not in the checkpoint
+    state = torch.load(metrics["best_ckpt"], weights_only=True)["state_dict"]
+    assert not any("teacher" in key for key in state)
+    config["module"]["teacher"]["ckpts"] = ["/gone/teacher.ckpt"]  # teachers may be deleted
+    assert build_module(config, net).teachers == ()  # evaluating never loads the teacher
+
+
+def test_distillation_without_a_teacher_is_one_clear_error():
+    from mnist_lab.errors import ConfigError
+    from mnist_lab.models import LeNet5
+
+    with pytest.raises(ConfigError, match="needs a teacher: set module.teacher"):
+        Classifier(LeNet5(), distill_weight=0.5)
+    with pytest.raises(ConfigError, match="distill_temperature > 0"):
+        Classifier(LeNet5(), distill_temperature=0.0)

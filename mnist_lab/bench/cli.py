@@ -20,7 +20,7 @@ from mnist_lab.bench.robustness import bench_robustness
 from mnist_lab.bench.train_time import bench_time
 from mnist_lab.hardware import machine_info
 
-PRESETS = ["mlp", "lenet_baseline", "cnn", "resnet", "fast", "best", "robust"]
+PRESETS = ["mlp", "lenet_baseline", "cnn", "resnet", "fast", "best", "distilled", "robust"]
 BENCHMARKS = ["machine", "data", "loop", "time", "accuracy", "augment", "robustness"]
 DEFAULT = ["machine", "data", "loop", "time", "accuracy"]  # `bench` without names
 
