@@ -144,7 +144,7 @@ def test_distillation_without_a_teacher_is_one_clear_error():
     from mnist_lab.errors import ConfigError
     from mnist_lab.models import LeNet5
 
-    with pytest.raises(ConfigError, match="needs a teacher: set module.teacher"):
+    with pytest.raises(ConfigError, match=r"needs a teacher: set module\.teacher"):
         Classifier(LeNet5(), distill_weight=0.5)
     with pytest.raises(ConfigError, match="distill_temperature > 0"):
         Classifier(LeNet5(), distill_temperature=0.0)
