@@ -69,12 +69,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"Cannot read checkpoint {path}: {err}") from None
 
 
-def load_net(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained ``nn.Module`` (eval mode, CPU) and the run config it was trained with."""
-    ckpt = load_checkpoint(path)
+def _run_config(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
     config = ckpt.get("hyper_parameters", {}).get("run_config")
     if not config or "model" not in config:
         raise CheckpointError(f"{path} was not written by mnist_lab.train (no run_config inside)")
+    return config
+
+
+def run_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config a checkpoint's run trained with, without building its net."""
+    return _run_config(load_checkpoint(path), path)
+
+
+def load_net(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained ``nn.Module`` (eval mode, CPU) and the run config it was trained with."""
+    ckpt = load_checkpoint(path)
+    config = _run_config(ckpt, path)
     net = instantiate(config["model"])
     prefix = "net."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}

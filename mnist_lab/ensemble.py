@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from mnist_lab.checkpoint import load_net, resolve_checkpoints
+from mnist_lab.checkpoint import load_net, resolve_checkpoints, run_config
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.errors import ConfigError, entry_point
 from mnist_lab.inference import accuracy, predict_proba
@@ -88,7 +88,7 @@ def validation_split(
     keys = ("val_size", "split_seed")
     splits = {
         tuple((config.get("data") or {}).get(k) for k in keys)
-        for config in (load_net(path)[1] for path in resolve_checkpoints(ckpts))
+        for config in map(run_config, resolve_checkpoints(ckpts))
     }
     if len(splits) > 1:
         raise ConfigError(

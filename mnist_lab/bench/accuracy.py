@@ -19,7 +19,7 @@ from typing import Any, cast
 from omegaconf import OmegaConf
 
 from mnist_lab.bench.timing import QUICK
-from mnist_lab.checkpoint import load_checkpoint
+from mnist_lab.checkpoint import run_config
 from mnist_lab.config import PROJECT_ROOT, compose_train_config
 from mnist_lab.ensemble import evaluate_ensemble, validation_split
 from mnist_lab.errors import ConfigError
@@ -83,7 +83,7 @@ def run_seed(
         metrics = json.loads(done.read_text())["metrics"]
         ckpt = metrics.get("best_ckpt")
         if ckpt and Path(ckpt).exists():
-            old = load_checkpoint(ckpt)["hyper_parameters"]["run_config"]
+            old = run_config(ckpt)
             changes = config_changes(old, cast(dict, OmegaConf.to_container(cfg, resolve=True)))
             if not changes:
                 print(f"accuracy  {preset} seed {seed}: reusing the finished run in {out}")

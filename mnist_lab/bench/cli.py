@@ -74,19 +74,16 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{s['median_s']} s, reached {s['reached']}"
             )
     for preset, row in result.get("accuracy", {}).items():
-        if preset == "mix":
-            lines.append(
-                f"accuracy  ensemble of {' '.join(row['members'])}: {row['ensemble']:.4f}, "
-                f"+TTA {row['ensemble_tta']:.4f} (validation {row['ensemble_val']:.4f}, "
-                f"+TTA {row['ensemble_tta_val']:.4f})"
-            )
-            continue
         ens = (
-            f", ensemble {row['ensemble']:.4f}, +TTA {row['ensemble_tta']:.4f} (validation "
+            f"{row['ensemble']:.4f}, +TTA {row['ensemble_tta']:.4f} (validation "
             f"{row['ensemble_val']:.4f}, +TTA {row['ensemble_tta_val']:.4f})"
             if "ensemble" in row
             else ""
         )
+        if preset == "mix":
+            lines.append(f"accuracy  ensemble of {' '.join(row['members'])}: {ens}")
+            continue
+        ens = f", ensemble {ens}" if ens else ""
         lines.append(
             f"accuracy  {preset:15s} {row['mean']:.4f} ± {row['std']:.4f} ({row['seeds']} seeds, "
             f"median {row['train_seconds_median']:.0f} s){ens}"
