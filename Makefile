@@ -4,13 +4,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LAB    := $(VENV)/.jupyterlab
 RAW    := data/MNIST/raw
 SHARED_RAW := ../shared/data/MNIST/raw
 MNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 ARGS   ?=
 PYTEST_ARGS ?=
+LAB_ARGS ?=
 
-.PHONY: help install data browser train test test-fast lint format clean
+.PHONY: help install data browser notebooks train test test-fast lint format clean
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -49,6 +51,15 @@ browser:  ## headless Chromium + ChromeDriver (Debian/Ubuntu packages) for the p
 	  echo "installed $$(chromium --version)"; \
 	fi
 
+# JupyterLab is an optional extra (`notebooks` in pyproject.toml): installed on first use.
+$(LAB): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	touch $@
+
+notebooks: $(LAB) data  ## JupyterLab on notebooks/ (installs it into .venv first); LAB_ARGS="--no-browser"
+	$(BIN)/jupyter lab --notebook-dir=notebooks \
+	  $$( [ "$$(id -u)" -ne 0 ] || echo --allow-root ) $(LAB_ARGS)  # containers often run as root
+
 train: install  ## train once: make train ARGS="model=resnet optimizer=sgd"
 	$(BIN)/python -m mnist_lab.train $(ARGS)
 
@@ -56,7 +67,7 @@ train: install  ## train once: make train ARGS="model=resnet optimizer=sgd"
 PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-test: install browser  ## every test (~12 min on 2 cores)
+test: install browser $(LAB)  ## every test (~12 min on 2 cores)
 	@$(call PYTEST,)
 
 test-fast: install  ## the edit-and-check loop: everything but the tests marked slow (< 3 min)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -30,10 +31,24 @@ def is_interactive() -> bool:
     return sys.stdout.isatty() and not os.environ.get("CI")
 
 
-RESOLVERS = {
+def run_label(output_dir: str, log_dir: str) -> str:
+    """A run's name in trackers: its directory under ``logs/`` (``train/runs/<time>``)."""
+    out, logs = Path(output_dir).resolve(), Path(log_dir).resolve()
+    return str(out.relative_to(logs)) if out.is_relative_to(logs) else out.name
+
+
+def sqlite_uri(path: str) -> str:
+    """``sqlite:///<path>``, its folder created: SQLite makes the file but not the folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+RESOLVERS: dict[str, Callable[..., Any]] = {
     "project_root": lambda: str(PROJECT_ROOT),
     "default_data_dir": default_data_dir,
     "interactive": is_interactive,
+    "run_label": run_label,
+    "sqlite_uri": sqlite_uri,
 }
 for _name, _fn in RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):
@@ -57,12 +72,31 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     switch one entry off (``callbacks.early_stopping=null``) without touching the others.
     """
     objects = []
-    for entry in (cfg or {}).values():
+    for key, entry in (cfg or {}).items():
+        key = str(key)
         if isinstance(entry, DictConfig) and "_target_" in entry:
-            obj = instantiate(entry)
+            try:
+                obj = instantiate(entry)
+            except InstantiationException as err:
+                missing = _missing_package(err)
+                if missing is None:
+                    raise
+                raise ConfigError(
+                    f"`{key}` ({entry._target_}) needs a package that is not installed: "
+                    f"{missing}. Install the project's extras (`pip install -e '.[trackers]'`; "
+                    f"`make install` does) or choose another option for `{key}`."
+                ) from None
             if obj is not None:
                 objects.append(obj)
     return objects
+
+
+def _missing_package(err: BaseException) -> str | None:
+    """The first line of the ImportError behind an instantiation error, if one is."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ImportError):
+        cause = cause.__cause__ or cause.__context__
+    return str(cause).strip().splitlines()[0] if cause is not None else None
 
 
 def group_choice(cfg: DictConfig, group: str) -> str:

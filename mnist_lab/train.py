@@ -9,7 +9,6 @@ that does not compose answer in about a second.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import pickle
@@ -37,6 +36,9 @@ from mnist_lab.models import count_parameters
 
 if TYPE_CHECKING:
     import lightning as L
+    from lightning.pytorch.loggers import Logger
+
+    from mnist_lab.module import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,9 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     ``extra_callbacks`` lets other tools (the benchmark) observe a run without copying it.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from mnist_lab.module import build_module
+    from mnist_lab.trackers import closing
 
     hardware = resolve_auto(cfg)  # `auto` precision/layout -> this machine's; logged once
     check_config(cfg)
@@ -60,6 +62,22 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    with closing(loggers):
+        return _fit_and_test(cfg, trainer, module, datamodule, loggers, hardware)
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: Classifier,
+    datamodule: L.LightningDataModule,
+    loggers: list[Logger],
+    hardware: dict[str, Any],
+) -> dict[str, Any]:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mnist_lab.trackers import record_run, tracker_ref
 
     start = time.perf_counter()
     # weights_only: resuming never unpickles arbitrary objects (our checkpoints hold tensors,
@@ -105,17 +123,18 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         "channels_last": hardware["channels_last"],
         "machine": hardware["machine"],
     }
-    # Hyper-parameters are logged with the final metrics, so TensorBoard's HPARAMS tab shows
-    # both (logged without metric names, the tab lists the config but no results).
+    # Every tracker gets the run's config as params and where its best checkpoint is
+    # (mnist_lab/trackers.py: what each one needs beyond the metrics Lightning streamed).
     final = {
         k: metrics[k] for k in ("test/acc", "test/loss", "val/acc_best") if metrics[k] is not None
     }
     params = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig
     params["machine"] = hardware["machine"]  # the HPARAMS tab says where the run trained
-    for logger in loggers:
-        takes_metrics = "metrics" in inspect.signature(logger.log_hyperparams).parameters
-        logger.log_hyperparams(params, **({"metrics": final} if takes_metrics else {}))
+    tags = {"best_ckpt": best_ckpt, "output_dir": str(Path(cfg.paths.output_dir).resolve())}
     if trainer.is_global_zero:
+        for logger in loggers:
+            record_run(logger, params, final, **tags)
+        metrics["trackers"] = [ref for logger in loggers if (ref := tracker_ref(logger))]
         path = Path(cfg.paths.output_dir) / "metrics.json"
         path.write_text(json.dumps(metrics, indent=2) + "\n")
         log.info("metrics written to %s", path)

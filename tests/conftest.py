@@ -63,7 +63,8 @@ def tb_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def multirun_dir(tmp_path_factory) -> Path:
     """The issue's 4-job sweep: model=mlp,lenet x optimizer=sgd,adam, a few batches each (a
-    real Hydra multirun: the sweep directory layout is what its users read)."""
+    real Hydra multirun: the sweep directory layout is what its users read), logged to
+    TensorBoard, MLflow (its store in ``<sweep>_logs/mlflow``) and W&B (offline) at once."""
     sweep = tmp_path_factory.mktemp("multirun")
     run_module(
         "mnist_lab.train",
@@ -71,7 +72,9 @@ def multirun_dir(tmp_path_factory) -> Path:
         "model=mlp,lenet",
         "optimizer=sgd,adam",
         "debug=tiny",
-        "logger=csv",
+        "logger=[tensorboard,mlflow,wandb]",
+        "trainer.log_every_n_steps=5",
+        f"paths.log_dir={sweep}_logs",
         f"hydra.sweep.dir={sweep}",
     )
     return sweep

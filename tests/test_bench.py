@@ -123,6 +123,9 @@ def test_accuracy_reuses_finished_runs_and_retrains_what_changed(tmp_path, capsy
     assert "reusing the finished run" in capsys.readouterr().out
     table = format_table({"machine": machine_info(), "accuracy": again})
     assert "accuracy  lenet_baseline" in table and "ensemble of lenet_baseline:0" in table
+    # what only watches a run (figures, learning-rate monitor, loggers) is not a change
+    watched = ["debug=tiny", "callbacks.figures.every_n_epochs=3", "callbacks.lr_monitor=null"]
+    assert run_seed("lenet_baseline", 0, tmp_path, watched)["reused"]
     capsys.readouterr()
     changed = run_seed("lenet_baseline", 0, tmp_path, ["debug=tiny", "optimizer.lr=0.01"])
     assert not changed.get("reused")

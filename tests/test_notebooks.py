@@ -5,7 +5,15 @@ parameter in the first code cell of each notebook that trains, so every run it m
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
 
 import nbformat
 import pytest
@@ -62,3 +70,47 @@ def test_notebook_executes(name, expected, tmp_path, monkeypatch):
     text = _text(nb)
     for snippet in expected:
         assert snippet in text, f"{name}: {snippet!r} not in the output:\n{text[-3000:]}"
+
+
+@pytest.mark.slow  # starts JupyterLab through make (make test installs it first)
+def test_make_notebooks_serves_the_notebooks_in_jupyterlab():
+    """``make notebooks`` starts JupyterLab from the project's venv on ``notebooks/``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(8)
+    args = f"--no-browser --port={port} --IdentityProvider.token={token}"
+    lab = subprocess.Popen(
+        ["make", "--no-print-directory", "notebooks", f"LAB_ARGS={args}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # make, the shell and jupyter: stopped together below
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline, listing = time.monotonic() + 120, None
+        while listing is None and time.monotonic() < deadline and lab.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{base}/api/contents?token={token}") as reply:
+                    listing = json.load(reply)
+            except OSError:
+                time.sleep(0.5)
+        assert listing is not None, f"JupyterLab did not answer:\n{_stderr(lab)}"
+        names = sorted(item["name"] for item in listing["content"])
+        assert names == sorted([*(f"{n}.ipynb" for n in NAMES), "README.md"])
+        with urllib.request.urlopen(f"{base}/lab?token={token}") as reply:
+            assert reply.status == 200 and "JupyterLab" in reply.read().decode()
+        with urllib.request.urlopen(f"{base}/api/kernelspecs?token={token}") as reply:
+            assert "python3" in json.load(reply)["kernelspecs"]
+    finally:
+        if lab.poll() is None:
+            os.killpg(lab.pid, signal.SIGTERM)
+        lab.wait(timeout=30)
+
+
+def _stderr(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    return proc.communicate(timeout=30)[1][-3000:]

@@ -79,6 +79,14 @@ COVERED_ELSEWHERE = {
     "trainer=ddp_cpu model=cnn": "test_scale.py::test_ddp_writes_one_run_directory_from_rank_zero",
     "-m trainer=ddp_cpu": "test_scale.py::test_ddp_inside_multirun_gives_one_directory_per_job",
     "hparams_search=optuna": "test_scale.py::test_optuna_search_writes_its_result",
+    # trackers: a 4-job sweep logged to TensorBoard, MLflow and W&B, read back by their clients
+    "logger=mlflow": "test_trackers.py::test_mlflow_only_run_keeps_its_curves_in_the_store",
+    "mlflow ui --backend-store-uri": "test_trackers.py::test_mlflow_ui_serves_the_store",
+    "logger=wandb": "test_trackers.py::test_wandb_offline_run_directory_holds_every_job",
+    "wandb sync": "test_trackers.py::test_wandb_offline_run_directory_holds_every_job",
+    "logger=[tensorboard,mlflow,wandb]": (
+        "test_trackers.py::test_mlflow_search_runs_finds_every_job_with_its_metrics_params_and_checkpoint"
+    ),
     "hydra/launcher=joblib": "test_scale.py::test_joblib_launcher_runs_jobs_in_parallel_workers",
     "torchrun --nproc_per_node": "test_scale.py::test_torchrun_shares_one_run_directory",
     # no GPU, no second node and no SLURM here: their overrides compose (test below), and the

@@ -79,7 +79,7 @@ def test_multirun_gives_every_job_its_own_directory(multirun_dir):
         metrics = read_metrics(job)
         seen.add((metrics["model"], metrics["optimizer"]))
         assert (job / "checkpoints" / "last.ckpt").exists()
-        assert (job / "csv" / "metrics.csv").exists()
+        assert any((job / "tensorboard").glob("events.out.tfevents.*"))
     assert seen == {("mlp", "sgd"), ("mlp", "adam"), ("lenet", "sgd"), ("lenet", "adam")}
 
 

@@ -31,9 +31,13 @@ RUNS_DIR = PROJECT_ROOT / "logs" / "bench" / "accuracy"
 DONE = "bench_run.json"  # written last: a folder without it is an unfinished run
 
 
+# What only watches a run (loggers, figures, progress) cannot change its weights.
+OBSERVERS = ("logger", "callbacks.figures", "callbacks.progress_bar", "callbacks.lr_monitor")
+
+
 def settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """A resolved run config as dotted key -> value, without the machine-specific paths (the
-    ``paths`` group and any value that contains one of them)."""
+    ``paths`` group and any value that contains one of them) and the observers."""
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -48,7 +52,8 @@ def settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: v
         for k, v in flat.items()
-        if not k.startswith("paths.") and not (isinstance(v, str) and any(p in v for p in paths))
+        if not k.startswith(("paths.", *OBSERVERS))
+        and not (isinstance(v, str) and any(p in v for p in paths))
     }
 
 
