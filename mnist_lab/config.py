@@ -37,18 +37,11 @@ def run_label(output_dir: str, log_dir: str) -> str:
     return str(out.relative_to(logs)) if out.is_relative_to(logs) else out.name
 
 
-def sqlite_uri(path: str) -> str:
-    """``sqlite:///<path>``, its folder created: SQLite makes the file but not the folder."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(path).resolve()}"
-
-
 RESOLVERS: dict[str, Callable[..., Any]] = {
     "project_root": lambda: str(PROJECT_ROOT),
     "default_data_dir": default_data_dir,
     "interactive": is_interactive,
     "run_label": run_label,
-    "sqlite_uri": sqlite_uri,
 }
 for _name, _fn in RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):

@@ -13,6 +13,8 @@ one function, no ``if name == ...`` anywhere):
 - ``tracker_ref``: where the run went (MLflow store + run id, W&B run directory), written into
   ``metrics.json`` so tools and people find it again;
 - ``close``: ends a W&B run, so the next job of a sweep (same process) starts its own.
+
+``MLFlowLogger`` is Lightning's, plus a local SQLite store created once under a file lock.
 """
 
 from __future__ import annotations
@@ -23,8 +25,46 @@ from functools import singledispatch
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from matplotlib.figure import Figure
+
+
+class MLFlowLogger(LightningMLFlowLogger):
+    """Lightning's MLFlowLogger; a ``sqlite:///`` store (its folder, tables and experiment) is
+    created up front under a file lock. Without it the parallel jobs of a sweep
+    (``hydra/launcher=joblib``) race to create the tables ("table ... already exists") or the
+    experiment, and all but one fail."""
+
+    def __init__(
+        self,
+        experiment_name: str = "mnist_lab",
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if tracking_uri and tracking_uri.startswith("sqlite:///"):
+            _create_sqlite_store(tracking_uri, experiment_name, artifact_location)
+        super().__init__(
+            experiment_name=experiment_name,
+            tracking_uri=tracking_uri,
+            artifact_location=artifact_location,
+            **kwargs,
+        )
+
+
+def _create_sqlite_store(uri: str, experiment_name: str, artifact_location: str | None) -> None:
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not the folder
+    with path.with_name(path.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        client = MlflowClient(tracking_uri=uri)
+        if client.get_experiment_by_name(experiment_name) is None:  # creates the tables
+            client.create_experiment(experiment_name, artifact_location=artifact_location)
 
 
 @singledispatch
@@ -42,7 +82,7 @@ def _(logger: TensorBoardLogger, params: dict[str, Any], final: dict[str, float]
 
 
 @record_run.register
-def _(logger: MLFlowLogger, params: dict[str, Any], final: dict[str, float], **tags: str):
+def _(logger: LightningMLFlowLogger, params: dict[str, Any], final: dict[str, float], **tags: str):
     logger.log_hyperparams(params)
     for key, value in tags.items():
         logger.experiment.set_tag(logger.run_id, key, value)
@@ -65,7 +105,7 @@ def _(logger: TensorBoardLogger, tag: str, figure: Figure, step: int) -> None:
 
 
 @log_figure.register
-def _(logger: MLFlowLogger, tag: str, figure: Figure, step: int) -> None:
+def _(logger: LightningMLFlowLogger, tag: str, figure: Figure, step: int) -> None:
     # one PNG per step under the run's artifacts: figures/val/confusion_matrix/step000120.png
     logger.experiment.log_figure(logger.run_id, figure, f"figures/{tag}/step{step:06d}.png")
 
@@ -90,7 +130,7 @@ def tracker_ref(logger: Logger) -> dict[str, str] | None:
 
 
 @tracker_ref.register
-def _(logger: MLFlowLogger) -> dict[str, str] | None:
+def _(logger: LightningMLFlowLogger) -> dict[str, str] | None:
     return {
         "tracker": "mlflow",
         "tracking_uri": str(logger._tracking_uri),

@@ -158,14 +158,23 @@ def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
         "trainer.limit_train_batches=5",
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
-        "logger=none",
+        # both workers open one new MLflow store at once: it must be created once, not raced
+        "logger=mlflow",
+        f"paths.log_dir={tmp_path}/logs",
         "callbacks.figures=null",
         f"hydra.sweep.dir={tmp_path}",
     )
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/logs/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name("mnist_lab")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["0", "1"]
     for job in ("0", "1"):
         assert (tmp_path / job / "metrics.json").is_file()
         hydra_cfg = yaml.safe_load((tmp_path / job / ".hydra" / "hydra.yaml").read_text())
         assert "JoblibLauncher" in hydra_cfg["hydra"]["launcher"]["_target_"]
+        assert runs[job].data.metrics["test/acc"] == read_metrics(tmp_path / job)["test/acc"]
 
 
 def test_diverged_trial_does_not_stop_the_search(tmp_path):
