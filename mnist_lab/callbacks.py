@@ -8,13 +8,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import Logger
-from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mnist_lab.config import is_interactive
 from mnist_lab.errors import NonFiniteLossError
-from mnist_lab.figures import confusion_matrix_figure, error_gallery_figure, image_grid_figure
+from mnist_lab.figures import (
+    close,
+    confusion_matrix_figure,
+    error_gallery_figure,
+    image_grid_figure,
+)
 from mnist_lab.trackers import log_figure, shows_figures
 
 
@@ -135,8 +139,7 @@ class Figures(Callback):
         for logger in _figure_loggers(trainer):
             for tag, figure in figures.items():
                 log_figure(logger, tag, figure, trainer.global_step)
-        for figure in figures.values():
-            plt.close(figure)
+        close(*figures.values())
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # mypy: Lightning's connectors set trainer.datamodule, an undeclared attribute

@@ -9,14 +9,19 @@ and a reduced thread count in the launching process, so the next job believes an
 launcher made its processes and waits for ranks that never come; and a child that exits with
 an error makes Lightning's process observer kill the launching process, the whole sweep with
 it. :func:`hydra_job_scope` points the re-launch at the current job as a single run, marks the
-children as part of a sweep (:func:`in_sweep_child`), and cleans up after the job. Under
+children as part of a sweep (:func:`in_sweep_child`), and cleans up after the job: it waits
+for the job's ranks to exit before the next job starts (a rank still tearing down while rank 0
+closed its process group could abort, and the observer would then kill the next job). Under
 torchrun or SLURM (variables set from outside) it changes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import cast
@@ -27,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
+log = logging.getLogger(__name__)
 # Set for the ranks >= 1 of a sweep job: they report errors to rank 0, never by exit status.
 SWEEP_CHILD = "MNIST_LAB_SWEEP_CHILD"
 # What Lightning's launcher, cluster environment and thread set-up change in the launching process.
@@ -71,6 +77,7 @@ def hydra_job_scope() -> Iterator[None]:
         return
     hydra_cfg = HydraConfig.get()
     saved_argv, threads = list(sys.argv), torch.get_num_threads()
+    observers_before = _observers()
     saved_env = {k: os.environ.get(k) for k in SAVED_VARIABLES}
     launches_ranks = saved_env["LOCAL_RANK"] is None  # no torchrun/SLURM: Lightning starts them
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -90,5 +97,30 @@ def hydra_job_scope() -> Iterator[None]:
             else:
                 os.environ[key] = value
         torch.set_num_threads(threads)
+        for observer in _observers() - observers_before:
+            _wait_for_ranks(observer)
         if launches_ranks and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()  # the next job builds its own group on a new port
+
+
+def _observers() -> set[threading.Thread]:
+    """Lightning's watchdog threads, one per launch: each polls the ranks it started and kills
+    the launching process (this sweep) when one exits with an error."""
+    return {t for t in threading.enumerate() if t.name == "child-process-observer"}
+
+
+def _wait_for_ranks(observer: threading.Thread, timeout: float = 120) -> None:
+    """Let the job's ranks >= 1 finish exiting, and retire the job's watchdog: the job is over,
+    so a rank that fails while shutting down is reported, not a reason to kill the next job."""
+    observer._finished = True  # type: ignore[attr-defined]  # Lightning's loop flag
+    procs: list[subprocess.Popen] = getattr(observer, "_child_processes", [])
+    for rank, proc in enumerate(procs, start=1):
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        if code:
+            log.warning(
+                "DDP rank %d (pid %d) exited with code %s after its job", rank, proc.pid, code
+            )

@@ -25,6 +25,12 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def close(*figures: Figure) -> None:
+    """Free figures that were logged rather than saved (pyplot keeps every open one)."""
+    for fig in figures:
+        plt.close(fig)
+
+
 def confusion_matrix_figure(matrix: torch.Tensor, title: str = "Confusion matrix") -> Figure:
     """Counts, true digit per row, predicted digit per column, numbers in every cell."""
     counts = matrix.cpu().numpy().astype(int)
