@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -151,6 +150,7 @@ def _strategy_class(strategy: Any) -> type | None:
 def _multi_process(trainer: DictConfig) -> bool:
     """Whether Lightning will start several processes: a parallel strategy (DDP, FSDP,
     DeepSpeed ...) or ``auto`` (DDP), over several devices or nodes."""
+    import torch
     from lightning.pytorch.strategies import ParallelStrategy
 
     devices, nodes = trainer.get("devices"), int(trainer.get("num_nodes") or 1)
@@ -171,6 +171,8 @@ def _multi_process(trainer: DictConfig) -> bool:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible combinations before any data is loaded or any file is written."""
+    import torch  # here, not at the top: serving an .onnx file imports this module, not torch
+
     problems = []
     monitored = OmegaConf.select(cfg, "scheduler.monitor")
     if monitored and not _validates(cfg.trainer):

@@ -1,23 +1,25 @@
-"""Class probabilities for uint8 MNIST-style images, from a checkpoint or an exported model.
-
-``predict``, ``serve``, ``eval``'s robustness report and the benchmarks all load a model with
-:func:`load_predictor` and call it the same way, whether it runs in PyTorch (a Lightning
-checkpoint or run directory) or in ONNX Runtime (an ``.onnx`` file from ``mnist_lab.export``).
+"""PyTorch inference: probabilities (with optional TTA) from a net, and the checkpoint
+predictor. The ONNX side, the common interface and ``load_predictor`` live in
+:mod:`mnist_lab.predictor`, which imports no torch (re-exported here for torch-side callers).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from mnist_lab.augment import tta_views
 from mnist_lab.checkpoint import load_net, resolve_checkpoints
-from mnist_lab.errors import CheckpointError
 from mnist_lab.mnist_files import normalize, to_unit
+from mnist_lab.predictor import OnnxPredictor, Predictor, load_predictor, onnx_session
+
+__all__ = [
+    "OnnxPredictor", "Predictor", "TorchPredictor", "accuracy", "load_predictor",
+    "onnx_session", "predict_proba",
+]  # fmt: skip
 
 
 @torch.inference_mode()
@@ -45,33 +47,6 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return (probs.argmax(-1) == labels.cpu()).float().mean().item()
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ``onnxruntime.InferenceSession`` on the CPU: what a consumer of the export would run."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"ONNX model not found: {path}")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ORT raises its own untyped errors for bad files
-        raise CheckpointError(f"Cannot load ONNX model {path}: {err}") from None
-
-
-class Predictor(ABC):
-    """uint8 [N, 28, 28] images (white digit on black) in, probabilities [N, 10] out."""
-
-    path: Path  # the model file actually loaded
-    name: str  # what /health and the logs call it
-
-    @abstractmethod
-    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
-
-
 class TorchPredictor(Predictor):
     """The net of a Lightning checkpoint (or a run directory's best one), in PyTorch."""
 
@@ -83,23 +58,7 @@ class TorchPredictor(Predictor):
         self.name = f"{config['model']['_target_'].rsplit('.', 1)[-1]} ({self.path})"
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_proba(self.net, images)
+        return predict_proba(self.net, torch.as_tensor(images))
 
-
-class OnnxPredictor(Predictor):
-    """An exported ``.onnx`` model (normalisation inside the graph), in ONNX Runtime."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        self.path = Path(path)
-        self.session = onnx_session(self.path, threads)
-        self.name = self.path.name
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(["logits"], {"input": to_unit(images).numpy()})
-        return torch.from_numpy(logits).softmax(-1)
-
-
-def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
-    """The right predictor for ``path``: ONNX Runtime for ``.onnx``, else PyTorch."""
-    kind = OnnxPredictor if Path(path).suffix == ".onnx" else TorchPredictor
-    return kind(path, threads)
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        return self(torch.from_numpy(images)).numpy()

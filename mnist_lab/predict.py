@@ -11,12 +11,12 @@ import json
 from typing import Any, cast
 
 import hydra
-import torch
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.errors import ImageError, entry_point
-from mnist_lab.inference import load_predictor
+from mnist_lab.predictor import load_predictor
 from mnist_lab.preprocess import image_paths, read_image, to_mnist
 
 OUTPUTS = ("text", "json")
@@ -40,7 +40,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], list[str]]:
         except ImageError as err:
             errors.append(str(err))
     if batch:
-        probs = predictor(torch.stack([x for _, x in batch]))
+        probs = predictor.probabilities(np.stack([x for _, x in batch]))
         for (path, _), p in zip(batch, probs, strict=True):
             results.append(
                 {
@@ -53,11 +53,8 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def format_text(result: dict[str, Any]) -> str:
-    probs = torch.tensor(result["probabilities"])
-    top = probs.topk(3)
-    guesses = ", ".join(
-        f"{d} ({p:.1%})" for p, d in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-    )
+    probs = np.asarray(result["probabilities"])
+    guesses = ", ".join(f"{d} ({probs[d]:.1%})" for d in np.argsort(-probs, kind="stable")[:3])
     return f"{result['path']}: {result['digit']}   top-3: {guesses}"
 
 

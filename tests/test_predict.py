@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mnist_lab import preprocess
 from mnist_lab.preprocess import (
     ImageError,
     ImageTooLargeError,
@@ -48,8 +49,9 @@ def test_photo_is_turned_into_an_mnist_style_digit(datamodule):
     images, _ = datamodule.tensors["test"]
     rng = np.random.default_rng(1)
     for i in range(20):
-        out = to_mnist(decode_image(render_photo(images[i].numpy(), rng)))
-        assert out.shape == (28, 28) and out.dtype == torch.uint8
+        array = to_mnist(decode_image(render_photo(images[i].numpy(), rng)))
+        assert isinstance(array, np.ndarray) and array.shape == (28, 28) and array.dtype == np.uint8
+        out = torch.from_numpy(array)
         assert out[0].max() == 0 and out[:, 0].max() == 0  # black border: the paper is gone
         rows = torch.nonzero(out.sum(1) > 0)
         cols = torch.nonzero(out.sum(0) > 0)
@@ -68,13 +70,13 @@ def test_inversion_is_automatic(datamodule):
     """White ink on black and black ink on white give the same 28x28 result."""
     digit = datamodule.tensors["test"][0][3].numpy()
     big = Image.fromarray(digit).resize((200, 200), Image.Resampling.BICUBIC)
-    white_on_black = to_mnist(big)
-    black_on_white = to_mnist(Image.fromarray(255 - np.asarray(big)))
-    assert (white_on_black.int() - black_on_white.int()).abs().max() <= 4  # rounding only
+    white_on_black = to_mnist(big).astype(int)
+    black_on_white = to_mnist(Image.fromarray(255 - np.asarray(big))).astype(int)
+    assert np.abs(white_on_black - black_on_white).max() <= 4  # rounding only
     # A transparent canvas drawing (RGBA, dark strokes on nothing) is ink on paper too.
     rgba = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
     rgba.putalpha(big)
-    assert (to_mnist(rgba).int() - white_on_black.int()).abs().float().mean() < 3
+    assert np.abs(to_mnist(rgba).astype(int) - white_on_black).mean() < 3
 
 
 def test_mnist_digits_pass_through_nearly_unchanged(datamodule):
@@ -87,13 +89,36 @@ def test_mnist_digits_pass_through_nearly_unchanged(datamodule):
 
     diffs, similarities = [], []
     for i in range(50):
-        out = to_mnist(pixels_to_image(images[i].tolist()))
+        out = torch.from_numpy(to_mnist(pixels_to_image(images[i].tolist())))
         similarity = torch.nn.functional.cosine_similarity(blurred(out), blurred(images[i]), dim=0)
         assert similarity > 0.75, (i, similarity)
         similarities.append(float(similarity))
         diffs.append((out.float() - images[i].float()).abs().mean().item())
     assert sum(similarities) / len(similarities) > 0.9
     assert sum(diffs) / len(diffs) < 6  # gray levels out of 255
+
+
+def test_mnist_style_input_takes_the_short_path_with_the_same_result(datamodule, monkeypatch):
+    """28x28 white-on-black input skips the photo pipeline (the server's JSON form): only the
+    20-px box and the centre of mass, MNIST's own last step. Its output stays close to the
+    full pipeline's; a 28x28 black-on-white digit still goes the full way and is inverted."""
+    images = datamodule.tensors["test"][0][:100].numpy()
+    short = [to_mnist(Image.fromarray(im)) for im in images]
+    assert all(preprocess._already_mnist(Image.fromarray(im)) is not None for im in images)
+    inverted = Image.fromarray(255 - images[0])
+    assert preprocess._already_mnist(inverted) is None
+    assert np.abs(to_mnist(inverted).astype(int) - short[0]).mean() < 12
+    monkeypatch.setattr(preprocess, "_already_mnist", lambda image: None)  # the full pipeline
+    full = [to_mnist(Image.fromarray(im)) for im in images]
+    diffs = [np.abs(a.astype(int) - b).mean() for a, b in zip(short, full, strict=True)]
+    assert np.mean(diffs) < 8, np.mean(diffs)  # gray levels out of 255
+
+    # and the short path stays closer to the digit as it was (MNIST's own normalisation)
+    def off(outs: list[np.ndarray]) -> float:
+        pairs = zip(outs, images, strict=True)
+        return float(np.mean([np.abs(o.astype(int) - im).mean() for o, im in pairs]))
+
+    assert off(short) <= off(full), (off(short), off(full))
 
 
 @pytest.mark.parametrize(

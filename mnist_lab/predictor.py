@@ -1,0 +1,84 @@
+"""Class probabilities for uint8 MNIST-style images, from a checkpoint or an exported model.
+
+``predict``, ``serve``, ``eval``'s robustness report and the benchmarks all load a model with
+:func:`load_predictor` and call it the same way, whether it runs in PyTorch (a Lightning
+checkpoint or run directory, :class:`mnist_lab.inference.TorchPredictor`) or in ONNX Runtime
+(an ``.onnx`` file from ``mnist_lab.export``).
+
+This module imports neither torch nor Lightning: serving an ``.onnx`` file needs only ONNX
+Runtime and numpy (about 1/4 of the memory, and a start in about a second).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_lab.errors import CheckpointError
+
+
+class Predictor(ABC):
+    """uint8 [N, 28, 28] images (white digit on black) in, probabilities [N, 10] out.
+
+    ``probabilities`` is the numpy form (the server's); calling the predictor takes and gives
+    torch tensors (training-side tools: eval, robustness, benchmarks).
+    """
+
+    path: Path  # the model file actually loaded
+    name: str  # what /health and the logs call it
+
+    @abstractmethod
+    def probabilities(self, images: np.ndarray) -> np.ndarray: ...
+
+    def __call__(self, images: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(self.probabilities(np.asarray(images)))
+
+
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` on the CPU: what a consumer of the export would run."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ONNX model not found: {path}")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own untyped errors for bad files
+        raise CheckpointError(f"Cannot load ONNX model {path}: {err}") from None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class OnnxPredictor(Predictor):
+    """An exported ``.onnx`` model (normalisation inside the graph), in ONNX Runtime."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.session = onnx_session(self.path, threads)
+        self.name = self.path.name
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        x = images[:, None].astype(np.float32) / 255.0  # the graph normalises from [0, 1]
+        (logits,) = self.session.run(["logits"], {"input": x})
+        return softmax(logits.astype(np.float32))
+
+
+def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+    """The right predictor for ``path``: ONNX Runtime for ``.onnx``, else PyTorch."""
+    if Path(path).suffix == ".onnx":
+        return OnnxPredictor(path, threads)
+    from mnist_lab.inference import TorchPredictor  # torch and Lightning only for checkpoints
+
+    return TorchPredictor(path, threads)
