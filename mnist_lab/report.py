@@ -20,11 +20,9 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.errors import ERROR_FILE
-from mnist_lab.figures import save, summary_figure
 
 COLUMNS = [
     "job", "model", "optimizer", "scheduler", "overrides", "params", "epochs",
@@ -139,6 +137,8 @@ def write_report(paths: list[Path], out: Path | None = None) -> tuple[list[dict[
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    from mnist_lab.figures import save, summary_figure  # matplotlib + torch: only when drawing
+
     save(summary_figure(rows), out / "summary.png")
     return rows, out
 
@@ -149,9 +149,15 @@ class SweepSummary(Callback):
     Hydra's error (which skips ``on_multirun_end``)."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        # Every entry point has this callback (conf/hydra/default.yaml); a single run (a
+        # server among them) returns before importing Lightning.
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        from lightning.pytorch.utilities import rank_zero_only
+
         # rank 0 only: a SLURM job with several tasks runs this once per task
         # (mypy: Lightning sets rank_zero_only.rank on the function, an undeclared attribute)
-        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:  # type: ignore[attr-defined]
+        if rank_zero_only.rank != 0:  # type: ignore[attr-defined]
             return
         run = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:
@@ -162,6 +168,8 @@ class SweepSummary(Callback):
         write_report([Path(config.hydra.sweep.dir)])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from lightning.pytorch.utilities import rank_zero_only
+
         # mypy: Lightning sets rank_zero_only.rank on the function, an undeclared attribute
         if rank_zero_only.rank != 0:  # type: ignore[attr-defined]
             return

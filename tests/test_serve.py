@@ -8,6 +8,11 @@ import json
 import os
 import re
 import shutil
+import struct
+import subprocess
+import sys
+import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -235,5 +240,160 @@ def test_load_test_command_reports_throughput_and_latency(server, tmp_path):
         r = result[form]
         assert r["errors"] == 0 and r["requests"] > 10
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
-    assert "req/s" in proc.stdout
+        # where the CPU went: the server's (from its /health) and the load generator's own
+        assert r["server_cpu_ms_per_request"] > 0 and r["client_cpu_ms_per_request"] > 0
+    assert "req/s" in proc.stdout and "CPU per request: server" in proc.stdout
+    assert result["server_rss_mb"] > 0 and result["mean_batch"] >= 1
     assert result["machine"]["isa"] and "native_bf16" in result["machine"]  # which machine class
+
+
+# --- the ONNX server under attack ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_server(onnx_export, tmp_path_factory):
+    """``serve`` on the exported .onnx file, as a real process whose imports are logged
+    (``PYTHONPROFILEIMPORTTIME``: what ``python -X importtime`` prints, one line per module)."""
+    model, _ = onnx_export
+    run_dir = tmp_path_factory.mktemp("onnx_serve")
+    port, log = free_port(), run_dir / "imports.log"
+    env = os.environ | {"PYTHONPROFILEIMPORTTIME": "1"}
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mnist_lab.serve", f"ckpt_path={model}", f"port={port}",
+             "log_level=warning", f"hydra.run.dir={run_dir}"],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url, log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_onnx_server_imports_neither_torch_nor_lightning(onnx_server):
+    url, log = onnx_server
+    imported = {line.rsplit("|", 1)[-1].strip() for line in log.read_text().splitlines()}
+    assert {"onnxruntime", "fastapi", "mnist_lab.predictor"} <= imported  # the log is complete
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "lightning", "torchvision"))
+    assert not heavy, heavy[:10]
+    health = httpx.get(f"{url}/health").json()
+    assert health["model"].endswith(".onnx") and health["rss_mb"] < 300
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels in its header, with no image data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+def _malformed(kind: str, rng: np.random.Generator) -> dict:
+    """One malformed request of ``kind`` (httpx.post keyword arguments), randomised."""
+    as_json = {"headers": {"content-type": "application/json"}}
+    grid = rng.integers(0, 256, (28, 28)).tolist()
+    if kind == "random bytes":
+        return {"files": {"file": ("x.png", rng.bytes(int(rng.integers(1, 5000))))}}
+    if kind == "truncated png":
+        data = png_bytes(rng.integers(0, 256, (28, 28), dtype=np.uint8))
+        return {"files": {"file": ("x.png", data[: int(rng.integers(8, len(data) - 1))])}}
+    if kind == "png claiming 50000x50000":
+        return {"files": {"file": ("x.png", _png_header(50_000, 50_000))}}
+    if kind == "6 MB upload":
+        return {"files": {"file": ("x.png", b"\x89PNG" + b"\0" * (6 * 2**20))}}
+    if kind == "empty file":
+        return {"files": {"file": ("x.png", b"")}}
+    if kind == "blank page":
+        side = int(rng.integers(10, 200))
+        return {"files": {"file": ("x.png", png_bytes(np.full((side, side), 255, np.uint8)))}}
+    if kind == "wrong form field":
+        return {"files": {"image": ("x.png", png_bytes(np.zeros((28, 28), np.uint8)))}}
+    if kind == "not json":
+        return {"content": rng.bytes(int(rng.integers(1, 300))), **as_json}
+    if kind == "wrong shape":
+        rows, cols = (int(v) for v in rng.integers(0, 40, 2))
+        return {"json": {"pixels": [[0] * cols] * rows if (rows, cols) != (28, 28) else []}}
+    if kind == "nan and infinity":
+        token = rng.choice(["NaN", "Infinity", "-Infinity", "1e999"])
+        return {"content": f'{{"pixels": [[{token}]]}}'.encode(), **as_json}
+    if kind == "out of range":
+        grid[int(rng.integers(28))][int(rng.integers(28))] = float(rng.choice([-1, 256, 1e30]))
+        return {"json": {"pixels": grid}}
+    if kind == "6 MB json array":
+        return {"content": b'{"pixels": [' + b"0," * (3 * 2**20) + b"0]}", **as_json}
+    if kind == "deeply nested json":
+        depth = int(rng.integers(1_100, 6_000))
+        return {"content": b'{"pixels": ' + b"[" * depth + b"]" * depth + b"}", **as_json}
+    if kind == "huge numbers":
+        body = json.dumps({"pixels": grid}).replace("0", "1" + "0" * 400, 1)
+        return {"content": body.encode(), **as_json}
+    if kind == "duplicate keys":
+        body = json.dumps({"pixels": grid})[:-1] + ', "pixels": ' + json.dumps(grid) + "}"
+        return {"content": body.encode(), **as_json}
+    if kind == "wrong types":
+        value = rng.choice(["7", "null", "true", '{"a": 1}', '[["12"] ]', '"pixels"'])
+        return {"content": f'{{"pixels": {value}}}'.encode(), **as_json}
+    if kind == "wrong content type":
+        kind_ = rng.choice(["text/plain", "image/png", "application/xml", ""])
+        return {"content": png_bytes(np.zeros((28, 28), np.uint8)),
+                "headers": {"content-type": str(kind_)}}  # fmt: skip
+    raise ValueError(kind)
+
+
+FUZZ_KINDS = [
+    "random bytes", "truncated png", "png claiming 50000x50000", "6 MB upload", "empty file",
+    "blank page", "wrong form field", "not json", "wrong shape", "nan and infinity",
+    "out of range", "6 MB json array", "deeply nested json", "huge numbers", "duplicate keys",
+    "wrong types", "wrong content type",
+]  # fmt: skip
+BIG = {"6 MB upload", "6 MB json array"}
+
+
+def test_fuzzed_malformed_requests_get_only_4xx_on_both_connection_kinds(onnx_server, digits):
+    """1,000+ malformed requests of 17 kinds, half on one kept-alive connection and half on a
+    fresh connection each: every answer is a 4xx with a message, a valid request right after
+    an oversized body's 413 succeeds on the same client, and the server stays healthy with
+    bounded memory."""
+    url, _ = onnx_server
+    rng = np.random.default_rng(0)
+    valid = {"json": {"pixels": digits[0][0].tolist()}}
+    rss_before = httpx.get(f"{url}/health").json()["rss_mb"]
+    statuses: dict[str, set[int]] = {kind: set() for kind in FUZZ_KINDS}
+    sent = 0
+    with httpx.Client(base_url=url, timeout=60) as kept_alive:
+        for round_ in range(34):
+            for kind in FUZZ_KINDS:
+                if kind in BIG and round_ % 4:  # the 6 MB bodies: 9 of each per connection kind
+                    continue
+                for client in ("kept-alive", "fresh"):
+                    request = _malformed(kind, rng)
+                    if client == "kept-alive":
+                        r = kept_alive.post("/predict", **request)
+                    else:
+                        with httpx.Client(base_url=url, timeout=60) as fresh:
+                            r = fresh.post("/predict", **request)
+                    sent += 1
+                    statuses[kind].add(r.status_code)
+                    assert 400 <= r.status_code < 500, (kind, r.status_code, r.text[:300])
+                    assert r.json()["detail"], kind
+                    if r.status_code == 413 and client == "kept-alive":
+                        assert r.headers["connection"] == "close"
+                        after = kept_alive.post("/predict", **valid)  # no reset, no read error
+                        assert after.status_code == 200, after.text
+    assert sent >= 1000, sent
+    assert statuses["6 MB upload"] == statuses["6 MB json array"] == {413}
+    assert statuses["deeply nested json"] == {400} and statuses["wrong content type"] == {415}
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "ok"
+    assert health["rss_mb"] - rss_before < 100, (rss_before, health["rss_mb"])
+    assert httpx.post(f"{url}/predict", **valid).json()["digit"] == digits[1][0]
