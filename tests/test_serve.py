@@ -331,6 +331,9 @@ def _malformed(kind: str, rng: np.random.Generator) -> dict:
         return {"json": {"pixels": grid}}
     if kind == "6 MB json array":
         return {"content": b'{"pixels": [' + b"0," * (3 * 2**20) + b"0]}", **as_json}
+    if kind == "6 MB chunked, no length":  # the size is only known while reading
+        chunks = [b'{"pixels": ['] + [b"0," * 2**19] * 12 + [b"0]}"]
+        return {"content": iter(chunks), **as_json}
     if kind == "deeply nested json":
         depth = int(rng.integers(1_100, 6_000))
         return {"content": b'{"pixels": ' + b"[" * depth + b"]" * depth + b"}", **as_json}
@@ -353,14 +356,14 @@ def _malformed(kind: str, rng: np.random.Generator) -> dict:
 FUZZ_KINDS = [
     "random bytes", "truncated png", "png claiming 50000x50000", "6 MB upload", "empty file",
     "blank page", "wrong form field", "not json", "wrong shape", "nan and infinity",
-    "out of range", "6 MB json array", "deeply nested json", "huge numbers", "duplicate keys",
-    "wrong types", "wrong content type",
+    "out of range", "6 MB json array", "6 MB chunked, no length", "deeply nested json",
+    "huge numbers", "duplicate keys", "wrong types", "wrong content type",
 ]  # fmt: skip
-BIG = {"6 MB upload", "6 MB json array"}
+BIG = {"6 MB upload", "6 MB json array", "6 MB chunked, no length"}
 
 
 def test_fuzzed_malformed_requests_get_only_4xx_on_both_connection_kinds(onnx_server, digits):
-    """1,000+ malformed requests of 17 kinds, half on one kept-alive connection and half on a
+    """1,000+ malformed requests of 18 kinds, half on one kept-alive connection and half on a
     fresh connection each: every answer is a 4xx with a message, a valid request right after
     an oversized body's 413 succeeds on the same client, and the server stays healthy with
     bounded memory."""
@@ -392,6 +395,7 @@ def test_fuzzed_malformed_requests_get_only_4xx_on_both_connection_kinds(onnx_se
                         assert after.status_code == 200, after.text
     assert sent >= 1000, sent
     assert statuses["6 MB upload"] == statuses["6 MB json array"] == {413}
+    assert statuses["6 MB chunked, no length"] == {413}
     assert statuses["deeply nested json"] == {400} and statuses["wrong content type"] == {415}
     health = httpx.get(f"{url}/health").json()
     assert health["status"] == "ok"
