@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.errors import ImageError, ImageTooLargeError, entry_point
@@ -224,6 +225,9 @@ def create_app(predictor: Predictor, max_batch: int = 64) -> FastAPI:
     async def predict(request: Request, return_input: bool = False) -> Response:
         try:
             image = await read_input(request)
+        except ClientDisconnect:  # gone mid-body: nobody to answer, nothing worth a traceback
+            log.info("client disconnected before sending the whole request body")
+            return error(400, "request body incomplete", close=True)
         except ImageTooLargeError as err:
             drained = await drain(request)
             return error(413, str(err) + ("" if drained else " (connection closed)"), close=True)
