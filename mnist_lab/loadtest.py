@@ -46,22 +46,31 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(ckpt: str, port: int, *overrides: str, timeout: float = 120) -> Iterator[str]:
-    """``python -m mnist_lab.serve`` as a real subprocess; yields its URL once /health answers."""
+def running_server(
+    ckpt: str,
+    port: int,
+    *overrides: str,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[str]:
+    """``python -m mnist_lab.serve`` as a real subprocess; yields its URL once /health answers.
+    ``env`` replaces its environment; ``log`` is a file for its output (default: a pipe read
+    only if it fails to start)."""
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mnist_lab.serve", f"ckpt_path={ckpt}", f"port={port}",
-         "log_level=warning", *overrides],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
+    with contextlib.ExitStack() as files:
+        output = files.enter_context(log.open("w")) if log else subprocess.PIPE
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mnist_lab.serve", f"ckpt_path={ckpt}", f"port={port}",
+             "log_level=warning", *overrides],
+            stdout=output, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                assert proc.stdout is not None  # stdout=PIPE
-                raise RuntimeError(f"server exited ({proc.returncode}):\n{proc.stdout.read()}")
+                said = log.read_text() if log else proc.stdout.read() if proc.stdout else ""
+                raise RuntimeError(f"server exited ({proc.returncode}):\n{said[-4000:]}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break

@@ -132,10 +132,14 @@ def parse_pixels(body: bytes) -> Image.Image:
     return pixels_to_image(payload["pixels"])
 
 
-def error(status: int, message: str, close: bool = False) -> Response:
-    """A JSON error; ``close`` ends a connection whose request body was not read in full."""
+def json_response(body: dict[str, Any], status: int = 200, close: bool = False) -> Response:
+    """orjson-encoded; ``close`` ends a connection whose request body was not read in full."""
     headers = {"connection": "close"} if close else None
-    return Response(orjson.dumps({"detail": message}), status, headers, "application/json")
+    return Response(orjson.dumps(body), status, headers, "application/json")
+
+
+def error(status: int, message: str, close: bool = False) -> Response:
+    return json_response({"detail": message}, status, close)
 
 
 async def drain(request: Request) -> bool:
@@ -219,7 +223,7 @@ def create_app(predictor: Predictor, max_batch: int = 64) -> FastAPI:
             "cpu_seconds": round(time.process_time(), 3),
             "rss_mb": round(rss_mb(), 1),
         }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return json_response(body)
 
     @app.post("/predict")
     async def predict(request: Request, return_input: bool = False) -> Response:
@@ -242,7 +246,7 @@ def create_app(predictor: Predictor, max_batch: int = 64) -> FastAPI:
         }
         if return_input:  # the 28x28 image the model saw, for the page's preview
             body["input"] = image.tolist()
-        return Response(orjson.dumps(body), media_type="application/json")
+        return json_response(body)
 
     return app
 

@@ -10,9 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import lightning as L
 import numpy as np
 from omegaconf import DictConfig
@@ -60,6 +62,21 @@ def run_module(
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float = 60) -> httpx.Response:
+    """The first 200 answer of ``url`` from a server ``proc`` is starting; fails if it exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{url}: the server exited"
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {seconds} s")
 
 
 def read_metrics(run_dir: Path) -> dict:

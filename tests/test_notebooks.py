@@ -5,21 +5,19 @@ parameter in the first code cell of each notebook that trains, so every run it m
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
-import time
-import urllib.request
 
+import httpx
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.helpers import ROOT
+from mnist_lab.loadtest import free_port
+from tests.helpers import ROOT, wait_for
 
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_data", "02_train_and_compare", "03_errors"]
@@ -75,42 +73,25 @@ def test_notebook_executes(name, expected, tmp_path, monkeypatch):
 @pytest.mark.slow  # starts JupyterLab through make (make test installs it first)
 def test_make_notebooks_serves_the_notebooks_in_jupyterlab():
     """``make notebooks`` starts JupyterLab from the project's venv on ``notebooks/``."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    token = secrets.token_hex(8)
+    port, token = free_port(), secrets.token_hex(8)
     args = f"--no-browser --port={port} --IdentityProvider.token={token}"
     lab = subprocess.Popen(
         ["make", "--no-print-directory", "notebooks", f"LAB_ARGS={args}"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # make, the shell and jupyter: stopped together below
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline, listing = time.monotonic() + 120, None
-        while listing is None and time.monotonic() < deadline and lab.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{base}/api/contents?token={token}") as reply:
-                    listing = json.load(reply)
-            except OSError:
-                time.sleep(0.5)
-        assert listing is not None, f"JupyterLab did not answer:\n{_stderr(lab)}"
+        listing = wait_for(f"{base}/api/contents?token={token}", lab, 120).json()
         names = sorted(item["name"] for item in listing["content"])
         assert names == sorted([*(f"{n}.ipynb" for n in NAMES), "README.md"])
-        with urllib.request.urlopen(f"{base}/lab?token={token}") as reply:
-            assert reply.status == 200 and "JupyterLab" in reply.read().decode()
-        with urllib.request.urlopen(f"{base}/api/kernelspecs?token={token}") as reply:
-            assert "python3" in json.load(reply)["kernelspecs"]
+        page = httpx.get(f"{base}/lab?token={token}")
+        assert page.status_code == 200 and "JupyterLab" in page.text
+        specs = httpx.get(f"{base}/api/kernelspecs?token={token}").json()
+        assert "python3" in specs["kernelspecs"]
     finally:
         if lab.poll() is None:
             os.killpg(lab.pid, signal.SIGTERM)
         lab.wait(timeout=30)
-
-
-def _stderr(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    return proc.communicate(timeout=30)[1][-3000:]

@@ -13,13 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from hydra import compose, initialize_config_dir
 
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.loadtest import free_port, running_server
-from tests.helpers import ROOT, read_metrics, run_module
+from tests.helpers import ROOT, read_metrics, run_module, wait_for
 
 README = ROOT / "README.md"
 TOUR_HEADING = "## A 5-minute tour"
@@ -246,20 +245,6 @@ def test_single_training_commands_train_with_tiny_settings(tmp_path):
         assert 0.0 <= metrics["test/acc"] <= 1.0 and (out / "metrics.json").is_file(), command
 
 
-def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{url}: the server exited"
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer in {seconds} s")
-
-
 @pytest.mark.slow  # runs the commands
 def test_five_minute_tour_end_to_end(tmp_path):
     """The tour's commands in order, as a newcomer types them (``logs/`` moved to a temp dir,
@@ -322,7 +307,7 @@ def _check_tensorboard(command: str) -> None:
     try:
         deadline = time.monotonic() + 60
         while True:  # TensorBoard finds the runs in the background after it starts
-            runs = _wait_for(f"http://127.0.0.1:{port}/data/runs", board).json()
+            runs = wait_for(f"http://127.0.0.1:{port}/data/runs", board).json()
             if any("fast" in r for r in runs) and sum("sweep" in r for r in runs) == 2:
                 break
             assert time.monotonic() < deadline, f"TensorBoard lists {runs}"

@@ -10,9 +10,6 @@ import re
 import shutil
 import socket
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -257,27 +254,11 @@ def onnx_server(onnx_export, tmp_path_factory):
     (``PYTHONPROFILEIMPORTTIME``: what ``python -X importtime`` prints, one line per module)."""
     model, _ = onnx_export
     run_dir = tmp_path_factory.mktemp("onnx_serve")
-    port, log = free_port(), run_dir / "imports.log"
-    env = os.environ | {"PYTHONPROFILEIMPORTTIME": "1"}
-    with log.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mnist_lab.serve", f"ckpt_path={model}", f"port={port}",
-             "log_level=warning", f"hydra.run.dir={run_dir}"],
-            stdout=subprocess.DEVNULL, stderr=stderr, env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    log, env = run_dir / "imports.log", os.environ | {"PYTHONPROFILEIMPORTTIME": "1"}
+    with running_server(
+        str(model), free_port(), f"hydra.run.dir={run_dir}", env=env, log=log
+    ) as url:
         yield url, log
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_onnx_server_imports_neither_torch_nor_lightning(onnx_server):

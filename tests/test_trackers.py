@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,7 +23,7 @@ from mnist_lab.config import instantiate_group
 from mnist_lab.errors import ConfigError
 from mnist_lab.loadtest import free_port
 from mnist_lab.run_logs import mlflow_curves, read_epoch_curves, wandb_curves, wandb_rows
-from tests.helpers import compose_cfg, read_metrics, train_in_process
+from tests.helpers import compose_cfg, read_metrics, train_in_process, wait_for
 
 FINAL = ("test/acc", "test/loss", "val/acc_best")
 BIN = Path(sys.executable).parent  # the venv's mlflow and wandb commands
@@ -78,23 +77,12 @@ def test_mlflow_ui_serves_the_store(multirun_dir):
     ui = subprocess.Popen(
         [str(BIN / "mlflow"), "ui", "--backend-store-uri", uri, "--port", str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # the server's workers stop with it
     )
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert ui.poll() is None, f"mlflow ui exited:\n{ui.communicate()[1][-3000:]}"
-            try:
-                experiment = httpx.get(
-                    f"{api}/experiments/get-by-name", params={"experiment_name": "mnist_lab"}
-                )
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "mlflow ui did not answer in 90 s"
-                time.sleep(0.5)
+        experiment = wait_for(f"{api}/experiments/get-by-name?experiment_name=mnist_lab", ui, 90)
         experiment_id = experiment.json()["experiment"]["experiment_id"]
         runs = httpx.post(f"{api}/runs/search", json={"experiment_ids": [experiment_id]}).json()
         assert len(runs["runs"]) == 4
