@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -36,11 +37,21 @@ def run_label(output_dir: str, log_dir: str) -> str:
     return str(out.relative_to(logs)) if out.is_relative_to(logs) else out.name
 
 
+def short_run(fast_dev_run: Any, limit_train_batches: Any) -> bool:
+    """A run that trains on part of an epoch's batches (``fast_dev_run``, ``debug=tiny``, tiny
+    limits): it checks the machinery, so what it needs (distillation teachers) may be tiny too."""
+    full = limit_train_batches is None or (
+        isinstance(limit_train_batches, float) and limit_train_batches >= 1.0
+    )
+    return bool(fast_dev_run) or not full
+
+
 RESOLVERS: dict[str, Callable[..., Any]] = {
     "project_root": lambda: str(PROJECT_ROOT),
     "default_data_dir": default_data_dir,
     "interactive": is_interactive,
     "run_label": run_label,
+    "short_run": short_run,
 }
 for _name, _fn in RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):
@@ -49,9 +60,13 @@ for _name, _fn in RESOLVERS.items():
 
 def compose_train_config(overrides: Sequence[str] = (), output_dir: str | Path = "") -> DictConfig:
     """The config ``python -m mnist_lab.train OVERRIDES`` would run, for code that trains
-    without the command line (benchmarks, notebooks, tests); it writes into ``output_dir``."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    without the command line (benchmarks, notebooks, tests, a run that trains its distillation
+    teachers); it writes into ``output_dir``."""
+    if GlobalHydra.instance().is_initialized():  # inside a command: Hydra knows conf/ already
         cfg = compose(config_name="train", overrides=list(overrides))
+    else:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(overrides))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir or PROJECT_ROOT / "logs" / "notebook")
     return cfg
@@ -169,11 +184,42 @@ def _multi_process(trainer: DictConfig) -> bool:
     return (many or nodes > 1) and parallel
 
 
+def _trainer_argument_problems(trainer: DictConfig) -> list[str]:
+    """``trainer.*`` keys its ``_target_`` does not take (a ``+trainer.x=`` typo), with the
+    close matches; and counts that must be positive, which Lightning divides by."""
+    import difflib
+    import inspect
+
+    from hydra.utils import get_class
+
+    problems = []
+    target = trainer.get("_target_")
+    params = inspect.signature(get_class(target)).parameters if target else {}
+    if params and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = [name for name in params if name != "self"]
+        for key in (str(k) for k in trainer if k != "_target_"):
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(f'trainer.{c}' for c in close)}? " if close else ""
+            problems.append(
+                f"trainer.{key} is not an argument of {target}: {hint}"
+                "every argument is listed in conf/trainer/default.yaml (set it without a +)"
+            )
+    accumulate = trainer.get("accumulate_grad_batches")
+    if accumulate is not None and int(accumulate) < 1:
+        problems.append(
+            f"trainer.accumulate_grad_batches={accumulate}: it is a number of batches per "
+            "optimizer step, 1 or more"
+        )
+    return problems
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible combinations before any data is loaded or any file is written."""
     import torch  # here, not at the top: serving an .onnx file imports this module, not torch
 
-    problems = []
+    problems = _trainer_argument_problems(cfg.trainer)
     monitored = OmegaConf.select(cfg, "scheduler.monitor")
     if monitored and not _validates(cfg.trainer):
         problems.append(

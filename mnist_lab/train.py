@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.checkpoint import load_checkpoint
 from mnist_lab.config import CONFIG_DIR, check_config, group_choice, instantiate_group
-from mnist_lab.distributed import hydra_job_scope, in_sweep_child
+from mnist_lab.distributed import hydra_job_scope, in_sweep_child, report_rank_failure
 from mnist_lab.errors import (
     ERROR_FILE,
     CheckpointError,
@@ -30,6 +30,7 @@ from mnist_lab.errors import (
     NonFiniteLossError,
     entry_point,
     in_multirun,
+    trainer_settings,
 )
 from mnist_lab.hardware import resolve_auto
 from mnist_lab.models import count_parameters
@@ -61,7 +62,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     module = build_module(cfg)
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    with trainer_settings(cfg.trainer):  # Lightning's refusal of a trainer.* value: one line
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     with closing(loggers):
         return _fit_and_test(cfg, trainer, module, datamodule, loggers, hardware)
@@ -83,9 +85,12 @@ def _fit_and_test(
     # weights_only: resuming never unpickles arbitrary objects (our checkpoints hold tensors,
     # numbers, strings and containers only).
     try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
+        with trainer_settings(
+            cfg.trainer
+        ):  # Lightning checks some settings only as the loop starts
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+            )
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"Refusing to resume from {cfg.get('ckpt_path')}: it holds objects other than "
@@ -103,7 +108,8 @@ def _fit_and_test(
     # than the averaged ones that validation chose and that eval/export/serve use.
     if best_ckpt:
         module.load_state_dict(load_checkpoint(best_ckpt)["state_dict"])
-    test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    with trainer_settings(cfg.trainer):
+        test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
 
     metrics = {
         "test/acc": test_metrics["test/acc"],
@@ -144,8 +150,8 @@ def _fit_and_test(
 def failed_run(err: MnistLabError, cfg: DictConfig) -> float | None:
     """What a failed run hands back: the sweep and DDP rules, in one place.
 
-    - a DDP rank >= 1 of a sweep job returns None: rank 0 reports the error, and a failing
-      child would make Lightning kill the whole sweep;
+    - a DDP rank >= 1 of a sweep job leaves its error for rank 0 and returns None: a failing
+      child would make Lightning kill the whole sweep (mnist_lab/distributed.py);
     - a diverged trial of a sweep is a result, not a broken sweep: the sweeper gets
       ``diverged_objective`` (the worst accuracy; Optuna goes on sampling), the summary gets
       ``error.txt``;
@@ -153,7 +159,7 @@ def failed_run(err: MnistLabError, cfg: DictConfig) -> float | None:
       marks the job failed (a sweep) and the sweep decides what follows.
     """
     if in_sweep_child():
-        log.error("%s", err)
+        report_rank_failure(err, cfg.paths.output_dir)
         return None
     if isinstance(err, NonFiniteLossError) and in_multirun():
         log.error("%s", err)
@@ -170,6 +176,11 @@ def main(cfg: DictConfig) -> float | None:
             metrics = train(cfg)
     except MnistLabError as err:
         return failed_run(err, cfg)
+    except Exception as err:  # a bug keeps its traceback, but never kills a sweep from a child
+        if not in_sweep_child():
+            raise
+        report_rank_failure(err, cfg.paths.output_dir)
+        return None
     # DDP: one copy of the result, from rank 0 (mypy: Lightning sets rank_zero_only.rank on
     # the function, an undeclared attribute)
     from lightning.pytorch.utilities import rank_zero_only

@@ -299,3 +299,45 @@ def test_joblib_and_strategies_are_matched_by_class():
         ({"devices": 2, "strategy": "not_a_strategy_but_has_ddp_in_it"}, False),
     ]:
         assert _multi_process(OmegaConf.create(trainer)) is many, trainer
+
+
+# Where conf/trainer/default.yaml departs from Lightning's defaults, and why (its comments).
+TRAINER_DEPARTURES = {
+    "default_root_dir",  # the run directory
+    "devices",  # 1 process unless trainer=ddp/ddp_cpu
+    "precision",  # auto: from the hardware
+    "max_epochs",
+    "min_epochs",
+    "log_every_n_steps",  # 50: logging every step costs more than a small model's step
+    "enable_progress_bar",  # only at a terminal
+    "deterministic",  # false rather than None: the same, stated
+}
+
+
+def test_every_trainer_argument_is_a_key_with_lightnings_default():
+    """`trainer.<any argument>=` works without a `+`; a Lightning upgrade that adds an argument
+    fails here until conf/trainer/default.yaml lists it."""
+    import inspect
+
+    params = dict(inspect.signature(L.Trainer.__init__).parameters)
+    for own_group in ("self", "logger", "callbacks"):
+        params.pop(own_group)
+    listed = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / "default.yaml")
+    assert set(listed) - {"_target_"} == set(params)
+    for name, param in params.items():
+        if name not in TRAINER_DEPARTURES:
+            assert listed[name] == param.default, name
+
+
+def test_an_unknown_trainer_argument_is_refused_with_the_close_matches(tmp_path):
+    from mnist_lab.config import check_config
+
+    cfg = compose_cfg(["+trainer.val_chek_interval=0.5", "+trainer.accelerater=cpu"], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert "trainer.val_chek_interval is not an argument" in str(err.value)
+    assert "did you mean trainer.val_check_interval?" in str(err.value)
+    assert "did you mean trainer.accelerator?" in str(err.value)
+    cfg = compose_cfg(["trainer.accumulate_grad_batches=0"], tmp_path)
+    with pytest.raises(ConfigError, match="accumulate_grad_batches=0"):
+        check_config(cfg)

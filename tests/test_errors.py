@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 
 from mnist_lab.errors import (
     CheckpointError,
@@ -88,3 +88,31 @@ def test_every_command_answers_bad_input_with_one_line(tmp_path):
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 1, f"{module}: {stderr[-2000:]}"
         assert message in stderr and "Traceback" not in stderr, f"{module}: {stderr[-2000:]}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["trainer.val_check_interval=1.5"], "trainer.val_check_interval=1.5"),  # Trainer()
+        (["trainer.limit_val_batches=0.1"], "trainer.limit_val_batches=0.1"),  # fit's loop
+    ],
+)
+def test_lightnings_refusal_of_a_trainer_setting_is_a_config_error(overrides, refused, tmp_path):
+    """Lightning checks some arguments only when the Trainer is built or the loop starts; its
+    MisconfigurationException / ValueError becomes the project's ConfigError naming the key."""
+    from tests.helpers import train_in_process
+
+    tiny = ["trainer.limit_train_batches=2", "logger=none", "callbacks.figures=null"]
+    with pytest.raises(ConfigError, match=rf"Lightning refused {refused}: ") as err:
+        train_in_process([*overrides, *tiny], tmp_path)
+    assert isinstance(err.value, CompactHydraException)  # a sweep ends on it without traceback
+    assert "\n" not in str(err.value)
+
+
+def test_a_bug_inside_lightning_settings_is_not_taken_for_a_setting():
+    from mnist_lab.errors import trainer_settings
+
+    with pytest.raises(ZeroDivisionError), trainer_settings({"max_epochs": 1}):
+        _ = 1 / 0
+    with pytest.raises(ValueError, match="ours"), trainer_settings({"max_epochs": 1}):
+        raise ValueError("ours, not Lightning's")  # raised outside Lightning's code
