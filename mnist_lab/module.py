@@ -4,8 +4,11 @@ that Hydra hands over as partials, so switching either is a config change, never
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import logging
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -26,6 +29,28 @@ from mnist_lab.hardware import AUTO, resolve_channels_last, resolve_precision
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 STAGES = ("train", "val", "test")
+# A torch scheduler's state that is progress, not the schedule's shape: compared without them, a
+# restored scheduler and today's fresh one describe the same schedule or a different one.
+SCHEDULER_PROGRESS = {"last_epoch", "_step_count", "_is_initial", "_get_lr_called_within_step"}
+SCHEDULER_PROGRESS |= {"_last_lr"}
+SCHEDULE_LENGTH = ("total_steps", "T_max")  # named in the log line when they change
+log = logging.getLogger(__name__)
+
+
+def short_run_warmup(pct_start: float, total_steps: int, three_phase: bool = False) -> dict:
+    """OneCycle's ``pct_start`` for a run of only a few steps (smoke tests, ``fast_dev_run``,
+    tiny limits, many DDP ranks): OneCycleLR divides by the length of its phases in steps, so
+    a warm-up of exactly one step (4 steps at 0.25) or none left after it raises
+    ZeroDivisionError. The warm-up is stretched to 2 steps and kept half a step short of the
+    end; a long run's ``pct_start`` is returned unchanged (an empty dict)."""
+    n = total_steps
+    pct = min(max(pct_start, 2 / n), 1 - 0.5 / n)
+    if three_phase and abs((2 * pct * n - 2) - (n - 1)) < 1e-9:  # second phase of length zero
+        pct -= 0.25 / n
+    if pct == pct_start:
+        return {}
+    log.info("OneCycle over %d steps: warm-up pct_start %s -> %.3f", n, pct_start, pct)
+    return {"pct_start": pct}
 
 
 @dataclass(frozen=True)
@@ -147,6 +172,8 @@ class Classifier(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run remembers it
+        # (scheduler state, optimizer steps) as configure_optimizers built it for this run
+        self._fresh_schedule: tuple[dict[str, Any], int | float] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.contiguous(memory_format=self.memory_format))
@@ -234,6 +261,8 @@ class Classifier(L.LightningModule):
     def on_train_start(self) -> None:
         if self.trainer.ckpt_path is None:  # a fresh run; a resumed one keeps its best so far
             self.val_acc_best.reset()
+        else:  # restored by now: optimizer, scheduler, loop state
+            self.continue_schedule()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -264,19 +293,91 @@ class Classifier(L.LightningModule):
         spec = self.scheduler_spec
         if spec is None:
             return {"optimizer": optimizer}
-        kwargs = {}
-        factory, bound = spec.factory, getattr(spec.factory, "keywords", {})
-        if "total_steps" in inspect.signature(factory).parameters and "total_steps" not in bound:
-            kwargs["total_steps"] = int(total_steps)
-        config = {"scheduler": factory(optimizer, **kwargs), "interval": spec.interval}
+        config = {
+            "scheduler": self.build_scheduler(optimizer, total_steps),
+            "interval": spec.interval,
+        }
         if spec.monitor:
             config["monitor"] = spec.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
 
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int | float) -> Any:
+        """The torch scheduler of ``scheduler.*`` for a run of ``total_steps`` optimizer steps:
+        a factory that takes ``total_steps`` (OneCycleLR) and leaves it unset gets it, with a
+        warm-up that a run of a few steps can still have (:func:`short_run_warmup`)."""
+        assert self.scheduler_spec is not None
+        factory = self.scheduler_spec.factory
+        bound = getattr(factory, "keywords", {})
+        kwargs: dict[str, Any] = {}
+        parameters = inspect.signature(factory).parameters
+        if "total_steps" in parameters and "total_steps" not in bound:
+            kwargs["total_steps"] = int(total_steps)
+        if "pct_start" in parameters and "total_steps" in kwargs:
+            kwargs |= short_run_warmup(
+                bound.get("pct_start", parameters["pct_start"].default),
+                kwargs["total_steps"],
+                bound.get("three_phase", False),
+            )
+        return factory(optimizer, **kwargs)
+
     def configure_optimizers(self) -> OptimizerLRScheduler:
+        total_steps = self.trainer.estimated_stepping_batches
+        optimization = self.build_optimization(total_steps)
+        # What today's config makes of the schedule, kept to compare with a resumed one
+        # (on_train_start): the checkpoint's state replaces it during the restore.
+        sched = optimization.get("lr_scheduler", {}).get("scheduler")
+        self._fresh_schedule = (copy.deepcopy(sched.state_dict()), total_steps) if sched else None
         # the dict is Lightning's OptimizerConfig / OptimizerLRSchedulerConfig (TypedDicts)
-        optimization = self.build_optimization(self.trainer.estimated_stepping_batches)
         return cast(OptimizerLRScheduler, optimization)
+
+    def continue_schedule(self) -> None:
+        """A resumed run whose schedule differs from the checkpoint's (``trainer.max_epochs``
+        raised to train longer, ``max_steps``, batch size or devices changed, a scheduler key
+        changed): the schedule today's config describes, continued from the checkpoint's step.
+
+        OneCycle and cosine are rebuilt for the new total and stepped to where the run is, so
+        the rest of the run follows the longer schedule (the learning rate goes back up to the
+        value the new schedule has at this step); a restored OneCycle of the old length would
+        stop the run with "Tried to step 43 times". ReduceLROnPlateau has no length and keeps
+        its state.
+        """
+        configs = self.trainer.lr_scheduler_configs
+        if self._fresh_schedule is None or len(configs) != 1:
+            return
+        fresh, total_steps = self._fresh_schedule
+        config = configs[0]
+        restored = config.scheduler
+        if isinstance(restored, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return
+        old = restored.state_dict()
+        if all(old.get(k) == v for k, v in fresh.items() if k not in SCHEDULER_PROGRESS):
+            return  # the same schedule: the restored state continues exactly
+        done = int(restored.last_epoch)  # steps (or epochs) the run has taken so far
+        optimizer = restored.optimizer
+        for group in optimizer.param_groups:  # chainable schedulers start from the base rate
+            group["lr"] = group.get("initial_lr", group["lr"])
+        with warnings.catch_warnings():  # stepping without optimizer steps is the point here
+            warnings.simplefilter("ignore")
+            try:
+                scheduler = self.build_scheduler(optimizer, total_steps)
+                for _ in range(done):
+                    scheduler.step()
+            except ValueError as err:  # OneCycle: more steps done than the new total
+                raise ConfigError(
+                    f"ckpt_path={self.trainer.ckpt_path} has taken {done} scheduler steps, more "
+                    f"than the {int(total_steps)} this run's settings give ({err}): raise "
+                    "trainer.max_epochs (or trainer.max_steps) to train longer"
+                ) from None
+        config.scheduler = scheduler
+        changed = {k: (old.get(k), v) for k, v in fresh.items() if k in SCHEDULE_LENGTH}
+        what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items() if a != b)
+        log.info(
+            "resumed with another schedule (%s): %s rebuilt and continued from %s %d",
+            what or "scheduler settings changed",
+            type(scheduler).__name__,
+            config.interval,
+            done,
+        )
 
 
 def build_module(cfg: DictConfig | Mapping[str, Any], net: nn.Module | None = None) -> Classifier:
