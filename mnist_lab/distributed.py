@@ -9,10 +9,20 @@ and a reduced thread count in the launching process, so the next job believes an
 launcher made its processes and waits for ranks that never come; and a child that exits with
 an error makes Lightning's process observer kill the launching process, the whole sweep with
 it. :func:`hydra_job_scope` points the re-launch at the current job as a single run, marks the
-children as part of a sweep (:func:`in_sweep_child`), and cleans up after the job: it waits
-for the job's ranks to exit before the next job starts (a rank still tearing down while rank 0
-closed its process group could abort, and the observer would then kill the next job). Under
-torchrun or SLURM (variables set from outside) it changes nothing.
+children as part of a sweep (:func:`in_sweep_child`), and isolates the job:
+
+- a child rank that fails reports instead of exiting with an error: it writes
+  ``error.rank<N>.txt`` into the job's directory and exits 0 (:func:`report_rank_failure`);
+  rank 0 then fails at its next collective and the job is recorded as failed with that error
+  (:class:`~mnist_lab.errors.RankFailedError`);
+- a child that dies anyway (killed, out of memory) makes the observer end that job's ranks,
+  never the sweep;
+- when rank 0 fails, the job's other ranks are stopped at once (they wait in a collective for
+  a rank that is gone); when it succeeds they get time to exit on their own, and the job's
+  observer is retired before the next job starts (it would otherwise kill the next job for a
+  rank that failed while shutting down).
+
+Under torchrun or SLURM (variables set from outside) it changes nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +32,10 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -31,6 +43,8 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
+
+from mnist_lab.errors import MnistLabError, RankFailedError
 
 log = logging.getLogger(__name__)
 # Set for the ranks >= 1 of a sweep job: they report errors to rank 0, never by exit status.
@@ -42,6 +56,7 @@ SAVED_VARIABLES = (
 )  # fmt: skip
 # Hydra's command-line flags that take a value: kept for the children, like every flag.
 VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+RANK_ERROR = "error.rank{rank}.txt"  # a sweep job's failed child rank writes this, rank 0 reads it
 
 
 def in_sweep_child() -> bool:
@@ -69,6 +84,16 @@ def _single_job_argv(argv: list[str], task_overrides: list[str]) -> list[str]:
     return [argv[0], *kept, *task_overrides, "hydra.mode=RUN"]
 
 
+def report_rank_failure(err: BaseException, output_dir: str | Path) -> None:
+    """In a DDP child of a sweep job: log the error and leave it for rank 0 in the job's
+    directory, instead of exiting with an error (Lightning's observer would kill the sweep)."""
+    rank = os.environ.get("LOCAL_RANK", "?")
+    summary = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    log.error("DDP rank %s failed: %s", rank, summary)
+    trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    (Path(output_dir) / RANK_ERROR.format(rank=rank)).write_text(f"{summary}\n\n{trace}")
+
+
 @contextmanager
 def hydra_job_scope() -> Iterator[None]:
     """Run one Hydra job so that DDP ranks >= 1 re-run exactly this job, in its directory."""
@@ -80,15 +105,29 @@ def hydra_job_scope() -> Iterator[None]:
     observers_before = _observers()
     saved_env = {k: os.environ.get(k) for k in SAVED_VARIABLES}
     launches_ranks = saved_env["LOCAL_RANK"] is None  # no torchrun/SLURM: Lightning starts them
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    if sweep:
         # Lightning appends hydra.run.dir=<run.dir> and hydra.output_subdir=null.
         sys.argv = _single_job_argv(sys.argv, list(hydra_cfg.overrides.task))
         # HydraConfig.get() is typed as the HydraConf dataclass; at runtime it is a DictConfig.
         with read_write(cast(DictConfig, hydra_cfg.run)):
             hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
         os.environ[SWEEP_CHILD] = "1"  # children copy this process's environment
+    failed = False
     try:
-        yield
+        with _observers_spare_the_sweep(sweep):
+            yield
+    except BaseException as err:
+        failed = True
+        codes = _reap_ranks(_observers() - observers_before, failed=True)
+        # Rank 0's own refusal (config, data, divergence) says it best; anything else (a
+        # collective broken by a rank that is gone) is explained by that rank's report.
+        cause = _rank_failure(output_dir, codes) if sweep else None
+        if cause and not isinstance(err, MnistLabError):
+            reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            raise RankFailedError(f"{cause}; rank 0 then stopped with {reason}") from err
+        raise
     finally:
         sys.argv = saved_argv
         for key, value in saved_env.items():
@@ -97,10 +136,23 @@ def hydra_job_scope() -> Iterator[None]:
             else:
                 os.environ[key] = value
         torch.set_num_threads(threads)
-        for observer in _observers() - observers_before:
-            _wait_for_ranks(observer)
+        if not failed:
+            _reap_ranks(_observers() - observers_before, failed=False)
+            if sweep and (cause := _rank_failure(output_dir, {})):
+                log.warning("%s, after rank 0 had finished the job", cause)
         if launches_ranks and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()  # the next job builds its own group on a new port
+
+
+def _rank_failure(output_dir: Path, codes: dict[int, int]) -> str | None:
+    """What went wrong on the job's other ranks: the first rank's report, or how it died."""
+    reports = sorted(output_dir.glob(RANK_ERROR.format(rank="*")))
+    if reports:
+        rank = reports[0].name.split(".")[1].removeprefix("rank")
+        first = reports[0].read_text().splitlines()[0]
+        return f"DDP rank {rank} failed: {first} (traceback: {reports[0]})"
+    dead = [f"rank {rank} exited with code {code}" for rank, code in codes.items() if code]
+    return f"DDP {', '.join(dead)}" if dead else None
 
 
 def _observers() -> set[threading.Thread]:
@@ -109,18 +161,56 @@ def _observers() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "child-process-observer"}
 
 
-def _wait_for_ranks(observer: threading.Thread, timeout: float = 120) -> None:
-    """Let the job's ranks >= 1 finish exiting, and retire the job's watchdog: the job is over,
-    so a rank that fails while shutting down is reported, not a reason to kill the next job."""
-    observer._finished = True  # type: ignore[attr-defined]  # Lightning's loop flag
-    procs: list[subprocess.Popen] = getattr(observer, "_child_processes", [])
-    for rank, proc in enumerate(procs, start=1):
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        if code:
-            log.warning(
-                "DDP rank %d (pid %d) exited with code %s after its job", rank, proc.pid, code
-            )
+@contextmanager
+def _observers_spare_the_sweep(sweep: bool) -> Iterator[None]:
+    """In a sweep, a rank that dies ends its job's other ranks, not the launching process:
+    rank 0 then fails at its next collective and only this job is recorded as failed."""
+    if not sweep:
+        yield
+        return
+    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+
+    kill_all = _ChildProcessObserver._terminate_all
+
+    def end_the_children(observer: _ChildProcessObserver) -> None:
+        for proc in observer._child_processes:
+            if proc.poll() is None:
+                proc.kill()
+
+    _ChildProcessObserver._terminate_all = end_the_children  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        _ChildProcessObserver._terminate_all = kill_all  # type: ignore[method-assign]
+
+
+def _reap_ranks(observers: set[threading.Thread], failed: bool) -> dict[int, int]:
+    """Retire the job's watchdogs and wait for its ranks >= 1; the exit codes of those that
+    ended on their own, by rank.
+
+    The job is over, so a rank that fails while shutting down is reported, not a reason to
+    kill the next job. After a failure on rank 0 the others are stopped after a short grace
+    (time to write their own report): they would wait in a collective for rank 0 forever.
+    """
+    codes = {}
+    for observer in observers:
+        # Lightning's loop runs _run() once more after its sleep even when _finished is set:
+        # without processes to watch, that last round finds nothing to kill.
+        procs: list[subprocess.Popen] = getattr(observer, "_child_processes", [])
+        observer._child_processes = []  # type: ignore[attr-defined]
+        observer._finished = True  # type: ignore[attr-defined]
+        for rank, proc in enumerate(procs, start=1):
+            try:
+                codes[rank] = proc.wait(timeout=10 if failed else 120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                continue
+            if codes[rank] and not failed:
+                log.warning(
+                    "DDP rank %d (pid %d) exited with code %s after its job",
+                    rank,
+                    proc.pid,
+                    codes[rank],
+                )
+    return codes

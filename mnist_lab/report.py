@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import traceback
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.errors import ERROR_FILE
 
+log = logging.getLogger(__name__)
 COLUMNS = [
     "job", "model", "optimizer", "scheduler", "overrides", "params", "epochs",
     "test_acc", "val_acc_best", "train_seconds", "status",
@@ -165,7 +167,11 @@ class SweepSummary(Callback):
             summary = f"{type(err).__name__}: {' '.join(str(err).split())}"  # one line
             trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
             (run / ERROR_FILE).write_text(f"{summary}\n\n{trace}")
-        write_report([Path(config.hydra.sweep.dir)])
+        _, out = write_report([Path(config.hydra.sweep.dir)])
+        if job_return.status == JobStatus.FAILED:
+            log.warning(
+                "job %s failed; the sweep goes on (summary: %s)", run.name, out / "summary.md"
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from lightning.pytorch.utilities import rank_zero_only

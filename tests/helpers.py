@@ -155,3 +155,17 @@ class RecordSamples(L.Callback):
         ids = [f"{float(v):.6f}" for v in (images * (1 + images.abs())).sum(1)]
         with open(os.path.join(self.out_dir, f"samples_rank{trainer.global_rank}.txt"), "a") as f:
             f.write("\n".join(ids) + "\n")
+
+
+class FailOnRank(L.Callback):
+    """Raise a plain RuntimeError (a bug, not a config mistake) in one DDP rank only, at its
+    second training step, in the runs whose ``optimizer.lr`` is ``lr`` (one job of a sweep):
+    the other ranks are then left waiting in a collective."""
+
+    def __init__(self, rank: int, lr: float | None = None) -> None:
+        self.rank, self.lr = rank, lr
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        lr_matches = self.lr is None or trainer.optimizers[0].defaults["lr"] == self.lr
+        if trainer.global_rank == self.rank and trainer.global_step == 1 and lr_matches:
+            raise RuntimeError(f"deliberate failure on rank {self.rank}")
