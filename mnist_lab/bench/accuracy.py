@@ -8,105 +8,23 @@ also stay available for ``python -m mnist_lab.ensemble`` and for mixed ensembles
 
 from __future__ import annotations
 
-import json
-import shutil
 import statistics
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
-
-from omegaconf import OmegaConf
+from typing import Any
 
 from mnist_lab.bench.timing import QUICK
-from mnist_lab.checkpoint import run_config
-from mnist_lab.config import PROJECT_ROOT, compose_train_config
 from mnist_lab.ensemble import evaluate_ensemble, validation_split
 from mnist_lab.errors import ConfigError
-from mnist_lab.hardware import AUTO
+from mnist_lab.kept_runs import DONE, RUNS_DIR, run_seed
 from mnist_lab.mnist_files import load_split
-from mnist_lab.train import train
 
-RUNS_DIR = PROJECT_ROOT / "logs" / "bench" / "accuracy"
-DONE = "bench_run.json"  # written last: a folder without it is an unfinished run
+__all__ = ["DONE", "bench_accuracy", "parse_mix", "run_seed"]
 
 
-# What only watches a run (loggers, figures, progress) cannot change its weights.
-OBSERVERS = ("logger", "callbacks.figures", "callbacks.progress_bar", "callbacks.lr_monitor")
-
-
-def settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved run config as dotted key -> value, without the machine-specific paths (the
-    ``paths`` group and any value that contains one of them) and the observers."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(config, "")
-    paths = [str(v) for k, v in flat.items() if k.startswith("paths.") and v]
-    return {
-        k: v
-        for k, v in flat.items()
-        if not k.startswith(("paths.", *OBSERVERS))
-        and not (isinstance(v, str) and any(p in v for p in paths))
-    }
-
-
-def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What differs between the config a run trained with and today's, as ``key: old -> new``.
-
-    Keys the code gained since the run are not changes: new options default to the old
-    behaviour (a stage's chance 0, a feature off), so adding one does not retrain everything.
-    ``auto`` (precision, memory layout) matches what the hardware resolved it to then; the
-    table lists each seed's precision and machine class.
-    """
-    before, after = settings(old), settings(new)
-    return [
-        f"{k}: {before[k]!r} -> {after.get(k, '<removed>')!r}"
-        for k in before
-        if after.get(k, "<removed>") not in (before[k], AUTO)
-    ]
-
-
-def run_seed(
-    preset: str, seed: int, runs_dir: Path, extra: Sequence[str] = (), fresh: bool = False
-) -> dict[str, Any]:
-    """Train ``preset`` with ``seed`` into ``runs_dir/preset/seedN``, or reuse the finished run
-    there when it trained with today's config (the one its checkpoint stores). Returns the
-    run's metrics."""
-    overrides = [f"experiment={preset}", f"seed={seed}", "logger=none", *extra]
-    out = runs_dir / preset / f"seed{seed}"
-    cfg = compose_train_config(overrides, out)
-    done = out / DONE
-    changes: list[str] = []
-    if done.exists() and not fresh:
-        metrics = json.loads(done.read_text())["metrics"]
-        ckpt = metrics.get("best_ckpt")
-        if ckpt and Path(ckpt).exists():
-            old = run_config(ckpt)
-            changes = config_changes(old, cast(dict, OmegaConf.to_container(cfg, resolve=True)))
-            if not changes:
-                print(f"accuracy  {preset} seed {seed}: reusing the finished run in {out}")
-                return {**metrics, "reused": True}
-    if out.exists():  # unfinished, changed or --fresh: keep a finished run aside
-        if done.exists():
-            old_dir = out.with_name(
-                f"{out.name}.old{len(list(out.parent.glob(out.name + '.old*')))}"
-            )
-            out.rename(old_dir)
-            why = "; ".join(changes) or "--fresh or its checkpoint is gone"
-            print(f"accuracy  {preset} seed {seed}: retraining ({why}); old run in {old_dir}")
-        else:
-            shutil.rmtree(out)
-    print(f"accuracy  {preset} seed {seed}: training into {out}", flush=True)
-    metrics = train(cfg)
-    done.write_text(json.dumps({"overrides": overrides, "metrics": metrics}) + "\n")
-    return metrics
+def _say(message: str) -> None:
+    print(f"accuracy  {message}", flush=True)
 
 
 def _ensemble(ckpts: list[str], quick: bool) -> dict[str, float]:
@@ -160,7 +78,7 @@ def bench_accuracy(
         root = Path(runs_dir) if runs_dir else Path(tmp) if quick else RUNS_DIR
         table: dict[str, Any] = {}
         for preset in presets:
-            runs = [run_seed(preset, seed, root, extra, fresh) for seed in range(seeds)]
+            runs = [run_seed(preset, seed, root, extra, fresh, _say) for seed in range(seeds)]
             accs = [r["test/acc"] for r in runs]
             secs = [r["train_seconds"] for r in runs]
             ckpts = [r["best_ckpt"] for r in runs]
@@ -181,7 +99,7 @@ def bench_accuracy(
             table[preset] = row
         if mix:
             members = parse_mix(mix)
-            runs = [run_seed(p, s, root, extra) for p, s in members]
+            runs = [run_seed(p, s, root, extra, say=_say) for p, s in members]
             table["mix"] = {
                 "members": [f"{p}:{s}" for p, s in members],
                 "test_acc": [r["test/acc"] for r in runs],
