@@ -76,8 +76,15 @@ COVERED_ELSEWHERE = {
     "curl -F": "test_readme.py::test_five_minute_tour_end_to_end",
     "curl -H": "test_serve.py::test_predict_upload_and_json_agree_with_the_labels",
     "trainer=ddp_cpu model=cnn": "test_scale.py::test_ddp_writes_one_run_directory_from_rank_zero",
-    "-m trainer=ddp_cpu": "test_scale.py::test_ddp_inside_multirun_gives_one_directory_per_job",
-    "hparams_search=optuna": "test_scale.py::test_optuna_search_writes_its_result",
+    "-m trainer=ddp_cpu": (
+        "test_template_patterns.py::test_ddp_sweep_over_three_learning_rates_survives_a_failing_rank"
+    ),
+    "experiment=glob(*)": (
+        "test_template_patterns.py::test_every_experiment_with_fast_dev_run_on_a_fresh_checkout"
+    ),
+    "hparams_search=optuna": (
+        "test_template_patterns.py::test_optuna_sweep_of_ten_trials_with_five_random_start_up_trials"
+    ),
     # trackers: a 4-job sweep logged to TensorBoard, MLflow and W&B, read back by their clients
     "logger=mlflow": "test_trackers.py::test_mlflow_only_run_keeps_its_curves_in_the_store",
     "mlflow ui --backend-store-uri": "test_trackers.py::test_mlflow_ui_serves_the_store",
@@ -133,12 +140,15 @@ CHEAP_COMMANDS = [
 
 
 def _single_values(overrides: list[str]) -> list[str]:
-    """A sweep's first job: ``model=mlp,lenet`` -> ``model=mlp`` (lists in [] stay whole)."""
+    """A sweep's first job: ``model=mlp,lenet`` -> ``model=mlp`` (lists in [] stay whole);
+    ``experiment=glob(*)`` -> the first option of the group it globs."""
     out = []
     for o in overrides:
         key, _, value = o.partition("=")
         if "," in value and not value.startswith("["):
             value = value.split(",")[0]
+        if value == "glob(*)":
+            value = sorted(p.stem for p in (Path(CONFIG_DIR) / key).glob("*.yaml"))[0]
         out.append(f"{key}={value}")
     return out
 

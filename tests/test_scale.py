@@ -96,57 +96,6 @@ def test_ddp_test_accuracy_equals_single_process_eval(ddp_run):
     assert single["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-4)
 
 
-def test_ddp_inside_multirun_gives_one_directory_per_job(tmp_path):
-    proc = run_module(
-        "mnist_lab.train",
-        "-m",
-        "model=mlp,lenet",
-        *[o for o in DDP_RUN if not o.startswith("model=")],
-        "trainer.limit_train_batches=5",
-        f"paths.log_dir={tmp_path}",
-    )
-    # The sweep directory is timestamped under paths.log_dir: exactly one sweep, two jobs.
-    sweeps = list((tmp_path / "train" / "multiruns").iterdir())
-    assert len(sweeps) == 1, sweeps
-    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["multiruns"]
-    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1"]
-    for job in jobs:
-        assert read_metrics(job)["world_size"] == 2
-        assert "test/acc" in read_metrics(job)  # the test phase ran
-        assert (job / "train_ddp_process_1.log").is_file()
-    # Rank 1 ran each job as a single run, not a sweep of its own.
-    assert proc.stdout.count("sweep summary written to") == 1
-
-
-def test_optuna_search_writes_its_result(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = run_module(
-        "mnist_lab.train",
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=3",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=10",
-        "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1",
-        "logger=none",
-        "callbacks.figures=null",
-        f"hydra.sweep.dir={sweep}",
-    )
-    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert result["name"] == "optuna"
-    assert set(result["best_params"]) == {
-        "optimizer",
-        "optimizer.lr",
-        "optimizer.weight_decay",
-        "data.batch_size",
-        "model.width_multiplier",
-    }
-    values = [read_metrics(sweep / str(i))["val/acc_best"] for i in range(3)]
-    assert result["best_value"] == pytest.approx(max(values))
-    assert "sweep summary written to" in proc.stdout
-
-
 def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
     run_module(
         "mnist_lab.train",
