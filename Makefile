@@ -20,7 +20,7 @@ LAB_ARGS ?=
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) data  ## .venv with the locked versions (requirements/dev.lock) and the package; MNIST files
+install: $(STAMP) data  ## .venv with the versions in requirements/dev.lock + the package; MNIST files
 
 # Exact versions and their hashes from the lock (torch 2.14.1 / torchvision 0.29.1 among them),
 # then the package itself without dependencies, built with the lock's setuptools.
@@ -34,7 +34,9 @@ $(STAMP): pyproject.toml $(LOCK)
 
 # `make lock` rewrites the lock files from pyproject.toml's ranges, keeping every version it can;
 # UPGRADE=1 moves everything to the newest allowed versions, PACKAGES="lightning torch" only those.
-# notebooks.lock = dev.lock's versions + JupyterLab's. pip-tools writes the project's own extra
+# notebooks.lock = dev.lock's versions + JupyterLab's. --generate-hashes: the hashes of every file
+# PyPI (and any configured index) lists for a pinned version; the local-disk wheels of offline
+# machines are PyPI's files, so they match too. pip-tools writes the project's own extra
 # (dev = ["mnist_lab[trackers]"]) as `mnist-lab @ file:///its/path` (jazzband/pip-tools#2110):
 # LOCK_FIX drops that line, its comments and its "must be hashed" warning.
 UPGRADE  ?=
@@ -53,7 +55,7 @@ lock:  ## refresh requirements/*.lock from pyproject.toml; UPGRADE=1 or PACKAGES
 	$(call LOCK_FIX,$(LOCK))
 	$(call PIP_COMPILE,--extra dev --extra notebooks -c $(LOCK) -o $(LAB_LOCK) pyproject.toml)
 	$(call LOCK_FIX,$(LAB_LOCK))
-	@echo "wrote $(LOCK) and $(LAB_LOCK) (pip-compile's 'may be rejected' note was about the line LOCK_FIX removed)"
+	@echo "wrote $(LOCK) and $(LAB_LOCK) (pip-compile's 'may be rejected' note: the line LOCK_FIX removed)"
 
 # Offline machines: copy the official files from ../shared/data when data/ lacks them.
 # Elsewhere the first run downloads them through torchvision.
