@@ -31,8 +31,9 @@ OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 STAGES = ("train", "val", "test")
 # A torch scheduler's state that is progress, not the schedule's shape: compared without them, a
 # restored scheduler and today's fresh one describe the same schedule or a different one.
-SCHEDULER_PROGRESS = {"last_epoch", "_step_count", "_is_initial", "_get_lr_called_within_step"}
-SCHEDULER_PROGRESS |= {"_last_lr"}
+SCHEDULER_PROGRESS = {
+    "last_epoch", "_step_count", "_last_lr", "_is_initial", "_get_lr_called_within_step",
+}  # fmt: skip
 SCHEDULE_LENGTH = ("total_steps", "T_max")  # named in the log line when they change
 log = logging.getLogger(__name__)
 

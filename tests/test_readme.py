@@ -77,7 +77,7 @@ COVERED_ELSEWHERE = {
     "curl -H": "test_serve.py::test_predict_upload_and_json_agree_with_the_labels",
     "trainer=ddp_cpu model=cnn": "test_scale.py::test_ddp_writes_one_run_directory_from_rank_zero",
     "-m trainer=ddp_cpu": (
-        "test_template_patterns.py::test_ddp_sweep_over_three_learning_rates_survives_a_failing_rank"
+        "test_template_patterns.py::test_ddp_sweep_over_learning_rates_survives_a_failing_rank"
     ),
     "experiment=glob(*)": (
         "test_template_patterns.py::test_every_experiment_with_fast_dev_run_on_a_fresh_checkout"

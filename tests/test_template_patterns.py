@@ -121,16 +121,16 @@ def test_validation_twice_per_epoch_and_a_lightning_refusal_in_a_sweep(tmp_path)
     assert len(val_steps) == 2  # 20 batches (debug=tiny), validated after 10 and 20
 
 
-def test_ddp_sweep_over_three_learning_rates_survives_a_failing_rank(tmp_path):
-    """A bug on rank 1 of job 0 only: job 0 is recorded as failed with that rank's error, its
-    ranks are reaped, and jobs 1 and 2 run (no SIGKILL of the sweep); each DDP job is one
-    directory, not a sweep of its own."""
+def test_ddp_sweep_over_learning_rates_survives_a_failing_rank(tmp_path):
+    """The template's DDP-simulated learning-rate sweep, with a bug on rank 1 of job 0 only:
+    job 0 is recorded as failed with that rank's error, its ranks are reaped, and job 1 runs
+    (no SIGKILL of the sweep); each DDP job is one directory, not a sweep of its own."""
     proc = run_module(
         "mnist_lab.train",
         "-m",
         "trainer=ddp_cpu",
         "model=mlp",
-        "optimizer.lr=0.005,0.01,0.02",
+        "optimizer.lr=0.005,0.01",
         *TINY,
         "+callbacks.boom._target_=tests.helpers.FailOnRank",
         "+callbacks.boom.rank=1",
@@ -145,16 +145,15 @@ def test_ddp_sweep_over_three_learning_rates_survives_a_failing_rank(tmp_path):
     assert any("DDP rank 1 failed: RuntimeError: deliberate failure on rank 1" in e for e in errors)
     [sweep] = (tmp_path / "train" / "multiruns").iterdir()
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["multiruns"]
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     failed = sweep / "0"
     assert not (failed / "metrics.json").exists()
     assert (failed / "error.txt").read_text().startswith("RankFailedError: DDP rank 1 failed")
     assert "deliberate failure" in (failed / "error.rank1.txt").read_text()  # its traceback
-    for job in ("1", "2"):
-        metrics = read_metrics(sweep / job)
-        assert metrics["world_size"] == 2 and "test/acc" in metrics  # the test phase ran
-        assert (sweep / job / "train_ddp_process_1.log").is_file()
-    assert [_summary(sweep)[j]["status"] for j in "012"] == ["failed", "ok", "ok"]
+    metrics = read_metrics(sweep / "1")
+    assert metrics["world_size"] == 2 and "test/acc" in metrics  # the test phase ran
+    assert (sweep / "1" / "train_ddp_process_1.log").is_file()
+    assert [_summary(sweep)[j]["status"] for j in "01"] == ["failed", "ok"]
 
 
 def test_optuna_sweep_of_ten_trials_with_five_random_start_up_trials(tmp_path):
