@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, InstantiationException
 
 EXIT_CODE = 1  # what a shell sees when a command refused its input
 ERROR_FILE = "error.txt"  # written into a sweep job's directory when the job failed
@@ -82,7 +82,7 @@ def trainer_settings(settings: Mapping[str, Any] | None = None) -> Iterator[None
     try:
         yield
     except Exception as err:
-        cause = err.__cause__ if type(err).__name__ == "InstantiationException" else err
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
         if cause is None or not _lightning_refused(cause):
             raise
         message = " ".join(str(cause).split())
@@ -126,7 +126,6 @@ def entry_point(main: Callable[P, R]) -> Callable[P, R]:
     failed and the sweep (or Optuna's ``max_failure_rate``) decides what follows, where an
     exit would end the whole sweep.
     """
-    from hydra.errors import InstantiationException
 
     log = logging.getLogger(main.__module__)
 
