@@ -107,20 +107,40 @@ def _on_gpu(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda", AUTO) and torch.cuda.is_available()
 
 
-def resolve_precision(requested: Any, accelerator: str) -> str:
+def net_traits(model_cfg: Any) -> tuple[bool, bool]:
+    """What ``auto`` must know about a model family, from class attributes of the net that
+    ``model._target_`` names: ``cpu_bf16`` (bf16 autocast is faster than float32 on a
+    native-bf16 CPU: true for convolutions, false for the ViT, whose many small matmuls,
+    LayerNorms and casts ran ~2x slower) and ``has_convolutions`` (the net has convolutions
+    the NHWC layout speeds up). Both default to true; an unknown target to the defaults too."""
+    target = model_cfg.get("_target_") if model_cfg is not None else None
+    try:
+        from hydra.utils import get_class
+
+        cls = get_class(str(target)) if target else None
+    except Exception:  # a bad _target_ is instantiate's error to report, with its config key
+        cls = None
+    return bool(getattr(cls, "cpu_bf16", True)), bool(getattr(cls, "has_convolutions", True))
+
+
+def resolve_precision(requested: Any, accelerator: str, cpu_bf16_pays: bool = True) -> str:
     """``auto`` -> GPU: ``bf16-mixed`` where it supports bf16, else ``16-mixed``; CPU:
-    ``bf16-mixed`` only with native bf16, else ``32``. Any other value is returned as given."""
+    ``bf16-mixed`` only with native bf16 and a net that bf16 speeds up (``cpu_bf16_pays``,
+    from :func:`net_traits`), else ``32``. Any other value is returned as given."""
     if str(requested) != AUTO:
         return str(requested)
     if _on_gpu(accelerator):
         return "bf16-mixed" if gpu_bf16() else "16-mixed"
-    return "bf16-mixed" if native_cpu_bf16() else "32"
+    return "bf16-mixed" if native_cpu_bf16() and cpu_bf16_pays else "32"
 
 
-def resolve_channels_last(requested: Any, precision: str, accelerator: str) -> bool:
+def resolve_channels_last(
+    requested: Any, precision: str, accelerator: str, has_convolutions: bool = True
+) -> bool:
     """``auto`` -> on the CPU in both float32 and bf16 (oneDNN's NHWC convolutions: measured by
     ``bench machine``), and on a GPU in 16-bit precision (tensor cores prefer NHWC); off for
-    float32 on a GPU (not measured here). Anything but a bool or ``auto`` is a ValueError."""
+    float32 on a GPU (not measured here) and for nets without convolutions (MLP, RNN: nothing
+    to speed up). Anything but a bool or ``auto`` is a ValueError."""
     if str(requested) == AUTO:
         pass
     elif isinstance(requested, bool):
@@ -130,6 +150,8 @@ def resolve_channels_last(requested: Any, precision: str, accelerator: str) -> b
             f"module.channels_last={requested}: use auto (the default: from the hardware), "
             "true or false"
         )
+    if not has_convolutions:
+        return False
     if _on_gpu(accelerator):
         return precision.startswith(("bf16", "16"))
     return True
@@ -171,9 +193,12 @@ def resolve_auto(cfg: Any) -> dict[str, Any]:
             "would initialise CUDA before the fork; set trainer.precision=bf16-mixed (Ampere or "
             "newer) or trainer.precision=16-mixed"
         )
-    precision = resolve_precision(asked_precision, accelerator)
+    cpu_bf16_pays, has_convolutions = net_traits(cfg.get("model"))
+    precision = resolve_precision(asked_precision, accelerator, cpu_bf16_pays)
     try:
-        channels_last = resolve_channels_last(asked_layout, precision, accelerator)
+        channels_last = resolve_channels_last(
+            asked_layout, precision, accelerator, has_convolutions
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from None
     with open_dict(cfg):

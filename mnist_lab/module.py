@@ -118,6 +118,10 @@ class Classifier(L.LightningModule):
             cross-entropy; 1: the labels are not used at all).
         distill_temperature: softens both distributions before they are compared (the term is
             scaled by T^2 so its gradients keep their size).
+        compile: ``torch.compile`` the net for training (``nn.Module.compile``: in place, so
+            the checkpoint's keys stay ``net.*`` with no ``_orig_mod.``, and eval, export and
+            serve load it like any other). Off by default: on a 2-core CPU compiling costs
+            tens of seconds and the compiled step is rarely faster (``bench machine``).
     """
 
     # set per stage in __init__ (setattr); declared here so their types are known
@@ -142,6 +146,7 @@ class Classifier(L.LightningModule):
         teacher: nn.Module | None = None,
         distill_weight: float = 0.0,
         distill_temperature: float = 1.0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
@@ -159,7 +164,11 @@ class Classifier(L.LightningModule):
         # checkpoint, the optimizer, EMA averaging and train()/eval() switching.
         self.teachers: tuple[nn.Module, ...] = (teacher,) if teacher is not None else ()
         if channels_last == AUTO:  # `train` resolves it first; this covers direct use
-            channels_last = resolve_channels_last(AUTO, resolve_precision(AUTO, AUTO), AUTO)
+            bf16_pays = getattr(net, "cpu_bf16", True)
+            precision = resolve_precision(AUTO, AUTO, bf16_pays)
+            channels_last = resolve_channels_last(
+                AUTO, precision, AUTO, getattr(net, "has_convolutions", True)
+            )
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self.memory_format)
         self.optimizer_factory = optimizer
@@ -220,6 +229,9 @@ class Classifier(L.LightningModule):
         )
 
     def on_fit_start(self) -> None:
+        # after the EMA callback's copy (setup): the average is eager, the trained net compiled
+        if self.hparams["compile"] and self.net._compiled_call_impl is None:
+            self.net.compile()
         for teacher in self.teachers:
             teacher.to(self.device).to(memory_format=self.memory_format).eval()
 
@@ -272,15 +284,20 @@ class Classifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Weight-decayed weights and (unless ``decay_norm_and_bias``) undecayed 1-d params."""
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        """Weight-decayed weights and (unless ``decay_norm_and_bias``) undecayed 1-d params and
+        the tensors the net lists in ``no_weight_decay()``."""
+        named = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
         if self.hparams["decay_norm_and_bias"]:
-            return [{"params": params, "name": "all"}]
+            return [{"params": [p for _, p in named], "name": "all"}]
+        # timm's convention: a net names the tensors decay must not shrink (ViT's position
+        # embedding and class token) in no_weight_decay()
+        keep = set(getattr(self.net, "no_weight_decay", set)())
+        decayed = {n for n, p in named if p.ndim > 1 and n not in keep}
         # named groups: LearningRateMonitor logs them as lr-<Optimizer>/<name>
         return [
-            {"params": [p for p in params if p.ndim > 1], "name": "weights"},
+            {"params": [p for n, p in named if n in decayed], "name": "weights"},
             {
-                "params": [p for p in params if p.ndim <= 1],
+                "params": [p for n, p in named if n not in decayed],
                 "weight_decay": 0.0,
                 "name": "norm_bias",
             },

@@ -228,8 +228,38 @@ def test_every_preset_composes_and_builds(preset, tmp_path, request):
     assert cfg.trainer.max_epochs >= 1
 
 
+# Beyond convolutions: model class, batch, peak lr, weight decay, epochs, warm-up share. All
+# AdamW + OneCycle (warm-up, then cosine), label smoothing 0.1, EMA, gradient clipping at 1.
+ADAMW_RECIPES = {
+    "vit": ("ViT", 256, 2e-3, 0.05, 20, 0.1),
+    "rnn": ("RNN", 128, 3e-3, 0.01, 15, 0.15),
+    "smnist": ("RNN", 256, 2e-3, 0.01, 4, 0.15),  # rnn's recipe on 784 single pixels, a budget
+    "psmnist": ("RNN", 256, 2e-3, 0.01, 4, 0.15),
+}
+
+
 def test_every_preset_states_its_recipe():
-    assert set(PRESET_RECIPES) == set(PRESETS)
+    assert set(PRESET_RECIPES) | set(ADAMW_RECIPES) == set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", sorted(ADAMW_RECIPES))
+def test_vit_and_rnn_presets_compose_to_their_recipe(preset, tmp_path):
+    model, batch, lr, decay, epochs, warmup = ADAMW_RECIPES[preset]
+    cfg = compose_cfg([f"experiment={preset}"], tmp_path)
+    assert cfg.model._target_ == f"mnist_lab.models.{model}"
+    assert cfg.optimizer._target_ == "torch.optim.AdamW"
+    assert (cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.weight_decay) == (batch, lr, decay)
+    assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
+    assert (cfg.scheduler.pct_start, cfg.trainer.max_epochs) == (warmup, epochs)
+    assert cfg.module.label_smoothing == 0.1 and cfg.trainer.gradient_clip_val == 1.0
+    assert cfg.callbacks.ema._target_.endswith("EMAWeightAveraging")
+    if preset in ("smnist", "psmnist"):  # the benchmarks: one LSTM, pixel by pixel, plain images
+        assert cfg.model.sequence == {"smnist": "pixels", "psmnist": "permuted_pixels"}[preset]
+        assert (cfg.model.bidirectional, cfg.model.readout, dict(cfg.data.augment)) == (
+            False,
+            "last",
+            {},
+        )
 
 
 @pytest.mark.parametrize("preset", sorted(PRESET_RECIPES))

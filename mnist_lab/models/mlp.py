@@ -9,6 +9,8 @@ from torch import nn
 class MLP(nn.Module):
     """Fully connected net on the flattened 784 pixels: Linear-ReLU(-Dropout) per hidden layer."""
 
+    has_convolutions = False  # channels_last (module.channels_last=auto) has nothing to speed up
+
     def __init__(
         self, hidden: Sequence[int] = (128, 64), dropout: float = 0.0, num_classes: int = 10
     ) -> None:
