@@ -22,6 +22,7 @@ def test_help_lists_the_sub_benchmarks():
         "accuracy",
         "augment",
         "robustness",
+        "zoo",
         "--crossing",
     ):
         assert name in out
@@ -131,3 +132,43 @@ def test_accuracy_reuses_finished_runs_and_retrains_what_changed(tmp_path, capsy
     assert not changed.get("reused")
     assert "optimizer.lr: 0.05 -> 0.01" in capsys.readouterr().out  # says what changed
     assert (tmp_path / "lenet_baseline" / "seed0.old0" / DONE).exists()  # kept, not deleted
+
+
+def test_zoo_table_has_every_column_per_preset(tmp_path, capsys):
+    """The model-zoo row of a convolutional and a recurrent preset (debug=tiny runs, kept in
+    --runs and reused on a second call): costs from the net, accuracy from the kept runs."""
+    from hydra.utils import instantiate
+
+    from mnist_lab.bench.cli import main
+    from mnist_lab.models import count_parameters, multiply_adds
+    from tests.helpers import compose_cfg
+
+    args = ["zoo", "--quick", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "z.json")]
+    table = main(args)["zoo"]
+    assert list(table) == ["lenet_baseline", "rnn"]
+    for preset, row in table.items():
+        net = instantiate(compose_cfg([f"experiment={preset}"]).model)
+        assert row["parameters"] == count_parameters(net)
+        assert row["multiply_adds"] == multiply_adds(net) > row["parameters"]
+        assert row["seeds"] == 1 and 0 <= row["test_acc_mean"] <= 1 and row["test_acc_std"] == 0
+        assert 0 <= row["corrupt_acc_mean"] <= 1 and row["onnx_ms_per_image"] > 0
+        assert row["train_seconds_median"] > 0 and row["reused"] == 0
+    out = capsys.readouterr().out
+    assert "| `rnn` | 559,626 |" in out and "ONNX ms / image" in out
+    again = main(args)["zoo"]  # nothing retrained: the kept runs are reused
+    assert all(row["reused"] == 1 for row in again.values())
+    assert again["rnn"]["test_acc"] == table["rnn"]["test_acc"]
+
+
+def test_families_measure_what_auto_knows(tmp_path):
+    """float32 and bf16 images/s per family, and `auto`'s pick beside them: never bf16 for the
+    ViT on a CPU; the CNN's pick is the machine's (bf16 where native)."""
+    from mnist_lab.bench.cli import main
+
+    table = main(["families", "--quick", "--out", str(tmp_path / "f.json")])["families"]
+    assert "torchvision ViT, plain, 7x7 patches" in table and len(table) >= 8
+    for name, row in table.items():
+        assert all(v > 0 for v in row["images_per_s"].values()), name
+    assert table["vit (conv stem, 16 tokens)"]["auto"] == "32"
+    assert table["fast (CNN)"]["auto"] == resolve_precision("auto", "auto")
+    assert table["rnn (rows, 2x bi-LSTM-128)"]["channels_last"] is False

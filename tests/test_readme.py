@@ -46,6 +46,14 @@ COVERED_ELSEWHERE = {
     "-m model=mlp,lenet,cnn,resnet optimizer=sgd,adam": (
         "test_reports.py::test_report_ranks_the_four_jobs"
     ),
+    "-m model=mlp,lenet,cnn,resnet,vit,rnn": (
+        "test_model_families.py::test_the_sweep_trains_all_six_families_with_auto_per_family"
+    ),
+    "mnist_lab.bench zoo": "test_bench.py::test_zoo_table_has_every_column_per_preset",
+    "mnist_lab.bench families": "test_bench.py::test_families_measure_what_auto_knows",
+    "module.compile=true": (
+        "test_model_families.py::test_a_compiled_run_resumes_evaluates_exports_and_serves"
+    ),
     "mnist_lab.eval ckpt_path=logs/train": (
         "test_reports.py::test_eval_agrees_with_train_on_the_same_checkpoint"
     ),

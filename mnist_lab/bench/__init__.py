@@ -6,10 +6,14 @@
     python -m mnist_lab.bench time --preset fast --seeds 5
     python -m mnist_lab.bench accuracy --presets mlp cnn --seeds 3
     python -m mnist_lab.bench accuracy --presets best --mix best:0,1,2 resnet:0,1
+    python -m mnist_lab.bench zoo --presets fast cnn vit rnn --seeds 3
 
 Sub-benchmarks (one module each):
   machine   CPU/GPU, ISA, native bf16; matmul GFLOP/s per dtype; the preset net's training
-            images/s per precision x layout; what `auto` precision and layout resolve to here
+            images/s per precision x layout; what `auto` precision and layout resolve to here;
+            the same net under torch.compile (module.compile=true) vs eager, and its compile time
+  families  training images/s of each model family (CNN, MLP, ViT variants, timm vs
+            torchvision, RNNs) in float32 and bf16: what `auto` knows per family
   data      images/s of our batched pipeline vs the torchvision baseline (Dataset + PIL
             transforms + DataLoader)
   loop      seconds/epoch of the Lightning loop vs a plain PyTorch loop, same model and batches
@@ -22,6 +26,9 @@ Sub-benchmarks (one module each):
   augment   ms per batch of the robust augmentation, per stage, vs kornia's (if installed)
   robustness  presets (default fast, robust) x seeds: clean and corruption-suite accuracy,
             train seconds and the time ratio to the first preset
+  zoo       the model-zoo table per preset: parameters, multiply-adds per image, median train
+            seconds, test accuracy mean ± std over seeds, mean over the corruption suite, ONNX
+            ms per image at batch 1 (runs: accuracy's kept ones, trained where missing)
 
 ``--quick`` runs every training with ``debug=tiny`` (conf/debug/tiny.yaml): it checks the
 machinery in minutes; its numbers mean nothing.

@@ -14,14 +14,21 @@ import mnist_lab.bench as package
 from mnist_lab.bench.accuracy import bench_accuracy
 from mnist_lab.bench.augment import bench_augment
 from mnist_lab.bench.data import bench_data
+from mnist_lab.bench.families import bench_families
 from mnist_lab.bench.loop import bench_loop
 from mnist_lab.bench.machine import bench_machine, rate_key
 from mnist_lab.bench.robustness import bench_robustness
 from mnist_lab.bench.train_time import bench_time
+from mnist_lab.bench.zoo import bench_zoo, zoo_markdown
 from mnist_lab.hardware import machine_info
 
-PRESETS = ["mlp", "lenet_baseline", "cnn", "resnet", "fast", "best", "distilled", "robust"]
-BENCHMARKS = ["machine", "data", "loop", "time", "accuracy", "augment", "robustness"]
+PRESETS = [
+    "mlp", "lenet_baseline", "cnn", "resnet", "fast", "best", "distilled", "robust", "vit", "rnn",
+    "smnist", "psmnist",
+]  # fmt: skip
+BENCHMARKS = [
+    "machine", "families", "data", "loop", "time", "accuracy", "augment", "robustness", "zoo",
+]  # fmt: skip
 DEFAULT = ["machine", "data", "loop", "time", "accuracy"]  # `bench` without names
 
 
@@ -48,6 +55,19 @@ def format_table(result: dict[str, Any]) -> str:
             f"auto      precision={mb['auto']['precision']} channels_last="
             f"{mb['auto']['channels_last']} ({mb['auto_vs_fastest']:.0%} of the fastest, "
             f"{mb['fastest']})"
+        )
+        if mb.get("compile"):
+            c = mb["compile"]
+            lines.append(
+                f"compile   {c['setting']}: eager {c['eager_images_per_s']:,} img/s, "
+                f"torch.compile {c['compiled_images_per_s']:,} img/s (x{c['compiled_vs_eager']}) "
+                f"after {c['compile_seconds']} s of compiling"
+            )
+    for name, row in result.get("families", {}).items():
+        rates = row["images_per_s"]
+        lines.append(
+            f"family    {name:36s} float32 {rates['32']:>6,} img/s, bf16 {rates['bf16-mixed']:>6,} "
+            f"(x{row['bf16_vs_fp32']}) -> auto {row['auto']}"
         )
     if "data" in result:
         d = result["data"]
@@ -88,6 +108,8 @@ def format_table(result: dict[str, Any]) -> str:
             f"accuracy  {preset:15s} {row['mean']:.4f} ± {row['std']:.4f} ({row['seeds']} seeds, "
             f"median {row['train_seconds_median']:.0f} s){ens}"
         )
+    if result.get("zoo"):
+        lines.append(f"zoo       ({result['machine']['class']})\n{zoo_markdown(result['zoo'])}")
     if "augment" in result:
         aug, theirs = result["augment"], result["augment"].get("kornia_ms") or {}
         for stage, ms in aug["ours_ms"].items():
@@ -178,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = 1 if args.quick else args.seeds
     if "machine" in benchmarks:
         result["machine_bench"] = bench_machine(args.quick, args.preset, args.set)
+    if "families" in benchmarks:
+        result["families"] = bench_families(args.quick)
     if "data" in benchmarks:
         result["data"] = bench_data(args.quick)
     if "loop" in benchmarks:
@@ -189,6 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "robustness" in benchmarks:
         robust_presets = args.presets if args.presets != PRESETS else ["fast", "robust"]
         result["robustness"] = bench_robustness(args.quick, robust_presets, seeds)
+    if "zoo" in benchmarks:
+        zoo_presets = ["lenet_baseline", "rnn"] if args.quick else args.presets
+        result["zoo"] = bench_zoo(
+            args.quick, zoo_presets, seeds, Path(args.runs) if args.runs else None, args.set
+        )
     if "accuracy" in benchmarks:
         presets = ["lenet_baseline", "fast"] if args.quick else args.presets
         result["accuracy"] = bench_accuracy(

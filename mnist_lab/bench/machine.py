@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from mnist_lab.bench.timing import sync_fn
 from mnist_lab.config import compose_train_config
-from mnist_lab.hardware import resolve_channels_last, resolve_precision
+from mnist_lab.hardware import net_traits, resolve_channels_last, resolve_precision
 
 
 def rate_key(precision: str, channels_last: bool) -> str:
@@ -46,13 +46,22 @@ def matmul_gflops(dtype: torch.dtype, device: str = "cpu", seconds: float = 0.5)
 
 
 def train_images_per_s(
-    cfg: DictConfig, precision: str, channels_last: bool, quick: bool, device: str = "cpu"
-) -> float:
+    cfg: DictConfig,
+    precision: str,
+    channels_last: bool,
+    quick: bool,
+    device: str = "cpu",
+    compiled: bool = False,
+) -> tuple[float, float]:
     """Training images/s of a run config's net (forward, loss, backward, optimizer step) at its
-    batch size, in ``precision`` and memory layout; synthetic batches: compute only."""
+    batch size, in ``precision`` and memory layout; synthetic batches: compute only. Also the
+    seconds of the 3 warm-up steps, which hold the compilation when ``compiled`` (the net
+    ``torch.compile``d as ``module.compile=true`` does), outside the timed steps."""
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     net = instantiate(cfg.model).to(device=device, memory_format=layout)
+    if compiled:
+        net.compile()
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.module.label_smoothing)
     batch = int(cfg.data.batch_size)
@@ -68,16 +77,18 @@ def train_images_per_s(
         loss.backward()
         optimizer.step()
 
+    start = time.perf_counter()
     for _ in range(3):
         step()
     sync()
+    warmup = time.perf_counter() - start
     budget, done = (0.3 if quick else 1.5), 0
     start = time.perf_counter()
     while done < 3 or (time.perf_counter() - start < budget and done < 400):
         step()
         done += 1
     sync()
-    return batch * done / (time.perf_counter() - start)
+    return batch * done / (time.perf_counter() - start), warmup
 
 
 def bench_machine(
@@ -97,11 +108,23 @@ def bench_machine(
     for precision in precisions:
         for channels_last in (False, True):
             key = rate_key(precision, channels_last)
-            rates[key] = round(train_images_per_s(cfg, precision, channels_last, quick, device))
-    precision = resolve_precision("auto", accelerator)
-    channels_last = resolve_channels_last("auto", precision, accelerator)
+            rates[key] = round(train_images_per_s(cfg, precision, channels_last, quick, device)[0])
+    bf16_pays, has_convolutions = net_traits(cfg.model)
+    precision = resolve_precision("auto", accelerator, bf16_pays)
+    channels_last = resolve_channels_last("auto", precision, accelerator, has_convolutions)
     auto_key = rate_key(precision, channels_last)
     fastest = max(rates, key=rates.__getitem__)
+    compiled = None
+    if not quick:  # compiling takes tens of seconds: only in the full benchmark
+        eager, _ = train_images_per_s(cfg, precision, channels_last, quick, device)
+        rate, warmup = train_images_per_s(cfg, precision, channels_last, quick, device, True)
+        compiled = {
+            "setting": auto_key,
+            "eager_images_per_s": round(eager),
+            "compiled_images_per_s": round(rate),
+            "compiled_vs_eager": round(rate / eager, 3),
+            "compile_seconds": round(warmup, 1),  # the 3 warm-up steps: compiling, mostly
+        }
     return {
         "device": device,  # native bf16 and the rest: the JSON's machine block
         "matmul_gflops": matmul,
@@ -113,4 +136,5 @@ def bench_machine(
         "auto_images_per_s": rates[auto_key],
         "fastest": fastest,
         "auto_vs_fastest": round(rates[auto_key] / rates[fastest], 3),
+        "compile": compiled,  # module.compile=true vs eager, at the auto setting (None: --quick)
     }
