@@ -166,7 +166,7 @@ def test_families_measure_what_auto_knows(tmp_path):
     from mnist_lab.bench.cli import main
 
     table = main(["families", "--quick", "--out", str(tmp_path / "f.json")])["families"]
-    assert "torchvision ViT, plain, 7x7 patches" in table and len(table) >= 8
+    assert "torchvision ViT, plain, 7x7 patches" in table and len(table) >= 7
     for name, row in table.items():
         assert all(v > 0 for v in row["images_per_s"].values()), name
     assert table["vit (conv stem, 16 tokens)"]["auto"] == "32"

@@ -116,7 +116,7 @@ def test_eval_ensemble_and_corruption_suite_across_architectures(family_sweep, t
         f"ckpt_path={family_sweep['vit']}",
         f"out_dir={tmp_path / 'eval'}",
         "robustness=true",
-        "robustness_limit=200",
+        "robustness_limit=100",
         f"hydra.run.dir={tmp_path / 'eval_run'}",
     )
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
@@ -124,6 +124,7 @@ def test_eval_ensemble_and_corruption_suite_across_architectures(family_sweep, t
     proc = run_module(
         "mnist_lab.ensemble",
         f"ckpts=[{family_sweep['cnn']},{family_sweep['vit']},{family_sweep['rnn']}]",
+        "tta=false",  # TTA is test_ensemble's; here: three architectures in one average
         f"hydra.run.dir={tmp_path / 'ensemble'}",
     )
     assert "ensemble of 3 test/acc: " in proc.stdout
