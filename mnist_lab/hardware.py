@@ -111,8 +111,9 @@ def net_traits(model_cfg: Any) -> tuple[bool, bool]:
     """What ``auto`` must know about a model family, from class attributes of the net that
     ``model._target_`` names: ``cpu_bf16`` (bf16 autocast is faster than float32 on a
     native-bf16 CPU: true for convolutions, false for the ViT, whose many small matmuls,
-    LayerNorms and casts ran ~2x slower) and ``has_convolutions`` (the net has convolutions
-    the NHWC layout speeds up). Both default to true; an unknown target to the defaults too."""
+    LayerNorms and casts ran at 0.5-0.7x float32's speed: ``bench families``) and
+    ``has_convolutions`` (the net has convolutions the NHWC layout speeds up). Both default to
+    true; an unknown target gets the defaults too."""
     target = model_cfg.get("_target_") if model_cfg is not None else None
     try:
         from hydra.utils import get_class

@@ -229,12 +229,13 @@ def test_every_preset_composes_and_builds(preset, tmp_path, request):
 
 
 # Beyond convolutions: model class, batch, peak lr, weight decay, epochs, warm-up share. All
-# AdamW + OneCycle (warm-up, then cosine), label smoothing 0.1, EMA, gradient clipping at 1.
+# AdamW + OneCycle (warm-up, then cosine), label smoothing 0.1, gradient clipping at 1; EMA
+# for vit and rnn.
 ADAMW_RECIPES = {
     "vit": ("ViT", 256, 2e-3, 0.05, 20, 0.1),
     "rnn": ("RNN", 128, 3e-3, 0.01, 15, 0.15),
-    "smnist": ("RNN", 256, 2e-3, 0.01, 2, 0.15),  # rnn's recipe on 784 single pixels, a budget
-    "psmnist": ("RNN", 256, 2e-3, 0.01, 2, 0.15),
+    "smnist": ("RNN", 256, 2e-3, 0.01, 1, 0.15),  # rnn's recipe on 784 single pixels, a budget
+    "psmnist": ("RNN", 256, 2e-3, 0.01, 1, 0.15),
 }
 
 
@@ -252,7 +253,10 @@ def test_vit_and_rnn_presets_compose_to_their_recipe(preset, tmp_path):
     assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
     assert (cfg.scheduler.pct_start, cfg.trainer.max_epochs) == (warmup, epochs)
     assert cfg.module.label_smoothing == 0.1 and cfg.trainer.gradient_clip_val == 1.0
-    assert cfg.callbacks.ema._target_.endswith("EMAWeightAveraging")
+    # one epoch of smnist: an average over 215 steps would still be mostly the initial weights
+    assert ("ema" in cfg.callbacks) is (preset in ("vit", "rnn"))
+    if preset in ("vit", "rnn"):
+        assert cfg.callbacks.ema._target_.endswith("EMAWeightAveraging")
     if preset in ("smnist", "psmnist"):  # the benchmarks: one LSTM, pixel by pixel, plain images
         assert cfg.model.sequence == {"smnist": "pixels", "psmnist": "permuted_pixels"}[preset]
         assert (cfg.model.bidirectional, cfg.model.readout, dict(cfg.data.augment)) == (

@@ -3,6 +3,8 @@
 No Lightning here, so each net can be exported, scripted or reused on its own.
 """
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,7 +41,9 @@ def multiply_adds(net: nn.Module) -> int:
     that nn.LSTM/nn.GRU run as one fused op the counter cannot look into."""
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-    def cpu_attention(query, key, value, *args, out_shape=None, **kwargs):  # type: ignore[no-untyped-def]
+    def cpu_attention(
+        query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+    ) -> int:
         return sdpa_flop_count(query, key, value)
 
     recurrent = 0

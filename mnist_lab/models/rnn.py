@@ -29,6 +29,7 @@ class RNN(nn.Module):
     # trains ~2x faster under bf16 autocast; there are no convolutions for channels_last
     cpu_bf16 = True
     has_convolutions = False
+    order: torch.Tensor  # the pixel order (a buffer: saved, moved and exported with the net)
 
     def __init__(
         self,

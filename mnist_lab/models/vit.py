@@ -3,7 +3,7 @@
 convolutional stem in front of the patch embedding (a hybrid ViT, Dosovitskiy et al. 2021 §3.1).
 
 Why timm and not torchvision's ViT: timm's takes ``in_chans=1`` and ``img_size=28`` directly,
-has drop-path and mean pooling, and trained 1.25x faster on a 2-core Xeon (docs/benchmarks.md).
+has drop-path and mean pooling, and trained 1.4x faster on a 2-core Xeon (``bench families``).
 Why a stem: a few 3x3 convolutions give the patches the local stroke features a plain ViT has to
 learn from 60,000 images, so large patches (few tokens: attention cost grows with their square)
 still see fine detail.
@@ -29,7 +29,8 @@ class ViT(nn.Module):
     (``global_pool=token``) or on the mean of the patch tokens (``avg``)."""
 
     # bf16 autocast on a native-bf16 CPU: slower for this net (small matmuls, many casts and
-    # LayerNorms; 572 vs 1,263 img/s at patch 7, width 128), so `auto` keeps float32 on CPUs
+    # LayerNorms; bench families: 0.72x float32's speed, 0.46x for a plain ViT), so `auto`
+    # keeps float32 on CPUs
     cpu_bf16 = False
 
     def __init__(
