@@ -68,6 +68,12 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def runs_root(runs_dir: str | Path | None, quick: bool, tmp: str | Path) -> Path:
+    """Where a benchmark keeps its runs: the folder given, else ``tmp`` for ``--quick`` (tiny
+    runs never touch the real ones), else RUNS_DIR."""
+    return Path(runs_dir) if runs_dir else Path(tmp) if quick else RUNS_DIR
+
+
 def run_dir(runs_dir: str | Path, preset: str, seed: int) -> Path:
     return Path(runs_dir) / preset / f"seed{seed}"
 

@@ -17,7 +17,7 @@ from typing import Any
 from mnist_lab.bench.timing import QUICK
 from mnist_lab.ensemble import evaluate_ensemble, validation_split
 from mnist_lab.errors import ConfigError
-from mnist_lab.kept_runs import DONE, RUNS_DIR, run_seed
+from mnist_lab.kept_runs import DONE, run_seed, runs_root
 from mnist_lab.mnist_files import load_split
 
 __all__ = ["DONE", "bench_accuracy", "parse_mix", "run_seed"]
@@ -74,8 +74,7 @@ def bench_accuracy(
     """
     extra = [*extra, *(QUICK if quick else [])]
     with tempfile.TemporaryDirectory() as tmp:
-        # --quick never touches the real runs (unless a folder is given)
-        root = Path(runs_dir) if runs_dir else Path(tmp) if quick else RUNS_DIR
+        root = runs_root(runs_dir, quick, tmp)
         table: dict[str, Any] = {}
         for preset in presets:
             runs = [run_seed(preset, seed, root, extra, fresh, _say) for seed in range(seeds)]

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from mnist_lab.bench.timing import QUICK
 from mnist_lab.config import compose_train_config
-from mnist_lab.kept_runs import RUNS_DIR, run_seed
+from mnist_lab.kept_runs import run_seed, runs_root
 from mnist_lab.mnist_files import load_split
 from mnist_lab.models import count_parameters, multiply_adds
 
@@ -73,7 +73,7 @@ def bench_zoo(
     """One row per preset; missing runs are trained (``bench accuracy``'s kept runs)."""
     extra = [*extra, *(QUICK if quick else [])]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(runs_dir) if runs_dir else Path(tmp) if quick else RUNS_DIR
+        root = runs_root(runs_dir, quick, tmp)
         table: dict[str, Any] = {}
         for preset in presets:
             net = instantiate(compose_train_config([f"experiment={preset}", *extra]).model)
