@@ -15,12 +15,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from mnist_lab.checkpoint import load_checkpoint, resolve_checkpoints
+from mnist_lab.export import export
 from mnist_lab.hardware import native_cpu_bf16
 from mnist_lab.loadtest import free_port, running_server
-from tests.helpers import read_metrics, run_module
+from tests.helpers import read_metrics, run_module, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -83,9 +85,13 @@ def test_vit_and_rnn_export_with_parity_predict_and_serve(family_sweep, model, d
     """Both formats: parity on all 10,000 test images (the export's own check) and a dynamic
     batch; then `predict` and `serve` run on the exported ONNX file."""
     onnx_file, script = tmp_path / f"{model}.onnx", tmp_path / f"{model}.pt"
-    for out, fmt in ((onnx_file, "onnx"), (script, "torchscript")):
-        report = _export(family_sweep[model], out, fmt)
-        assert report["argmax_agree"] == 10_000 and report["max_abs_diff"] <= 1e-4, fmt
+    # the command for ONNX; its library function in this process for TorchScript (the same
+    # code without a second ~10 s interpreter start-up)
+    reports = [_export(family_sweep[model], onnx_file, "onnx")]
+    settings = {"ckpt_path": str(family_sweep[model]), "format": "torchscript", "out": str(script)}
+    reports.append(export(OmegaConf.create({**settings, "quantize": None, "data_dir": None})))
+    for report in reports:
+        assert report["argmax_agree"] == 10_000 and report["max_abs_diff"] <= 1e-4, report
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     loaded = torch.jit.load(str(script))
     for n in (1, 7):  # dynamic batch
@@ -147,16 +153,13 @@ def test_vit_trains_under_ddp(tmp_path):
 def test_a_compiled_run_resumes_evaluates_exports_and_serves(tmp_path, digit_png):
     run = tmp_path / "run"
     common = ["model=mlp", "debug=tiny", "module.compile=true", "logger=none"]  # quick to compile
-    run_module("mnist_lab.train", *common, f"hydra.run.dir={run}")
+    train_in_process(common, run)  # train(cfg), as the command runs it, without a new process
     last = run / "checkpoints" / "last.ckpt"
     keys = list(load_checkpoint(last)["state_dict"])
     assert keys and not [k for k in keys if "_orig_mod" in k]
     assert load_checkpoint(last)["hyper_parameters"]["compile"] is True
     # resume to train longer: the same keys load into a net that is compiled again
-    run_module(
-        "mnist_lab.train", *common, "trainer.max_epochs=2", "ckpt_path=last",
-        f"hydra.run.dir={run}",
-    )  # fmt: skip
+    train_in_process([*common, "trainer.max_epochs=2", "ckpt_path=last"], run)
     assert read_metrics(run)["epochs"] == 2
     run_module("mnist_lab.eval", f"ckpt_path={run}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert _export(run, tmp_path / "compiled.onnx", "onnx")["argmax_agree"] == 10_000

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 
@@ -48,6 +47,10 @@ class ViT(nn.Module):
         stem_pool: bool = False,
         num_classes: int = 10,
     ) -> None:
+        # imported here, not at the top: timm's import (its model registry, Hugging Face hub
+        # client, W&B hooks) adds 1-3 s to every command's start-up, ViT or not
+        from timm.models.vision_transformer import VisionTransformer
+
         super().__init__()
         layers: list[nn.Module] = []
         c_in, side = 1, 28
