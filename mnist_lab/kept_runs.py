@@ -52,20 +52,31 @@ def settings(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def config_changes(
+    old: Mapping[str, Any], new: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> list[str]:
     """What differs between the config a run trained with and today's, as ``key: old -> new``.
 
-    Keys the code gained since the run are not changes: new options default to the old
-    behaviour (a stage's chance 0, a feature off), so adding one does not retrain everything.
-    ``auto`` (precision, memory layout) matches what the hardware resolved it to then; the
-    table lists each seed's precision and machine class.
+    A key the code gained since the run is a change only when today's value differs from that
+    key's default in ``defaults`` (the config without the preset): new options default to the
+    old behaviour (a stage's chance 0, a feature off), so adding one retrains nothing, but a
+    preset that turns one on trains something the old run did not. Keys ``defaults`` lacks
+    (another model's options) are not changes. ``auto`` (precision, memory layout) matches what
+    the hardware resolved it to then; the table lists each seed's precision and machine class.
     """
     before, after = settings(old), settings(new)
-    return [
+    base = settings(defaults) if defaults is not None else {}
+    changed = [
         f"{k}: {before[k]!r} -> {after.get(k, '<removed>')!r}"
         for k in before
         if after.get(k, "<removed>") not in (before[k], AUTO)
     ]
+    gained = [
+        f"{k}: <not in the run; default {base[k]!r}> -> {after[k]!r}"
+        for k in after
+        if k not in before and k in base and after[k] not in (base[k], AUTO)
+    ]
+    return changed + gained
 
 
 def runs_root(runs_dir: str | Path | None, quick: bool, tmp: str | Path) -> Path:
@@ -92,8 +103,11 @@ def finished_run(
     if not ckpt or not Path(ckpt).exists():
         return None, ["its checkpoint is gone"]
     cfg = compose_train_config(_overrides(preset, seed, extra), out)
+    defaults = compose_train_config([f"seed={seed}"], out)  # the code's defaults: no preset
     changes = config_changes(
-        run_config(ckpt), cast(dict, OmegaConf.to_container(cfg, resolve=True))
+        run_config(ckpt),
+        cast(dict, OmegaConf.to_container(cfg, resolve=True)),
+        cast(dict, OmegaConf.to_container(defaults, resolve=True)),
     )
     return (None if changes else metrics), changes
 

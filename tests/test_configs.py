@@ -375,3 +375,26 @@ def test_an_unknown_trainer_argument_is_refused_with_the_close_matches(tmp_path)
     cfg = compose_cfg(["trainer.accumulate_grad_batches=0"], tmp_path)
     with pytest.raises(ConfigError, match="accumulate_grad_batches=0"):
         check_config(cfg)
+
+
+def test_a_kept_run_is_stale_when_its_preset_sets_a_key_the_run_did_not_have():
+    """``bench accuracy``/``zoo`` reuse: a key the code gained since a run is no change while the
+    preset leaves it at its default, and a change when the preset sets it to something else."""
+    from mnist_lab.kept_runs import config_changes
+
+    def plain(overrides: list[str]) -> dict:
+        return OmegaConf.to_container(compose_cfg(overrides), resolve=True)
+
+    today, defaults = plain(["experiment=vit"]), plain([])
+    old = plain(["experiment=vit"])
+    del old["module"]["compile"]  # new since the run, left at its default by the preset
+    assert config_changes(old, today, defaults) == []
+    del old["module"]["label_smoothing"]  # new since the run, and the preset sets 0.1
+    assert config_changes(old, today, defaults) == [
+        "module.label_smoothing: <not in the run; default 0.0> -> 0.1"
+    ]
+    assert config_changes(old, today) == []  # without the defaults: the old behaviour
+    old["module"]["label_smoothing"], old["optimizer"]["lr"] = 0.1, 1.0
+    assert config_changes(old, today, defaults) == [
+        f"optimizer.lr: 1.0 -> {today['optimizer']['lr']!r}"
+    ]
