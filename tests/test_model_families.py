@@ -15,10 +15,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from mnist_lab.checkpoint import load_checkpoint, resolve_checkpoints
+from mnist_lab.config import CONFIG_DIR
 from mnist_lab.export import export
 from mnist_lab.hardware import native_cpu_bf16
 from mnist_lab.loadtest import free_port, running_server
@@ -85,11 +86,12 @@ def test_vit_and_rnn_export_with_parity_predict_and_serve(family_sweep, model, d
     """Both formats: parity on all 10,000 test images (the export's own check) and a dynamic
     batch; then `predict` and `serve` run on the exported ONNX file."""
     onnx_file, script = tmp_path / f"{model}.onnx", tmp_path / f"{model}.pt"
-    # the command for ONNX; its library function in this process for TorchScript (the same
-    # code without a second ~10 s interpreter start-up)
+    # the command for ONNX; its library function in this process for TorchScript, on the
+    # config the command composes (the same code without a second ~10 s interpreter start-up)
     reports = [_export(family_sweep[model], onnx_file, "onnx")]
-    settings = {"ckpt_path": str(family_sweep[model]), "format": "torchscript", "out": str(script)}
-    reports.append(export(OmegaConf.create({**settings, "quantize": None, "data_dir": None})))
+    overrides = [f"ckpt_path={family_sweep[model]}", "format=torchscript", f"out={script}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        reports.append(export(compose(config_name="export", overrides=overrides)))
     for report in reports:
         assert report["argmax_agree"] == 10_000 and report["max_abs_diff"] <= 1e-4, report
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
