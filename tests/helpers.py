@@ -4,13 +4,16 @@ subprocesses with ``+callbacks.x._target_=tests.helpers.KillAt``."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from mnist_lab.config import compose_train_config
+from mnist_lab.loadtest import free_port
+from tests import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,35 +52,122 @@ def run_module(
     check: bool = True,
     timeout: int = 600,
     full_error: bool = True,
+    cold: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` in a real subprocess; returns the CompletedProcess.
-    ``full_error=False`` shows what a user sees (Hydra's short error, no stack trace)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-        | ({"HYDRA_FULL_ERROR": "1"} if full_error else {}),
-    )
+    """Run ``python -m module args`` in a real process; returns the CompletedProcess.
+    ``full_error=False`` shows what a user sees (Hydra's short error, no stack trace).
+    The process starts warm (``tests.warm``: libraries already imported) unless ``cold=True``
+    or this test set an environment variable a library reads at import (tests/warm.py)."""
+    hydra_error = {"HYDRA_FULL_ERROR": "1"} if full_error else {}
+    with _hydra_full_error(full_error):
+        if cold or not warm.can_start_warm():
+            proc = subprocess.run(
+                [sys.executable, "-m", module, *args],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | hydra_error,
+            )
+        else:
+            proc = _run_warm(module, list(args), cwd, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
 
 
-def wait_for(url: str, proc: subprocess.Popen, seconds: float = 60) -> httpx.Response:
-    """The first 200 answer of ``url`` from a server ``proc`` is starting; fails if it exits."""
+@contextlib.contextmanager
+def _hydra_full_error(on: bool) -> Iterator[None]:
+    before = os.environ.pop("HYDRA_FULL_ERROR", None)
+    if on:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+        if before is not None:
+            os.environ["HYDRA_FULL_ERROR"] = before
+
+
+def start_module(module: str, *args: str, log_dir: Path, cwd: Path = ROOT):
+    """``python -m module args`` started warm and left running, its output in ``log_dir``:
+    ``.pid``, ``.is_alive()``, ``.kill()`` (SIGKILL), ``.join()``, ``.exitcode``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out, err = log_dir / "stdout", log_dir / "stderr"
+    out.touch()
+    err.touch()
+    return warm.start(module, list(args), str(cwd), str(out), str(err))
+
+
+def _run_warm(module: str, args: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+        out.touch()
+        err.touch()
+        proc = warm.start(module, args, str(cwd), str(out), str(err))
+        proc.join(timeout)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired([module, *args], timeout, err.read_text())
+        return subprocess.CompletedProcess(
+            [sys.executable, "-m", module, *args],
+            proc.exitcode,
+            out.read_text(errors="replace"),
+            err.read_text(errors="replace"),
+        )
+
+
+@contextlib.contextmanager
+def running_server(
+    model: str,
+    *overrides: str,
+    cold: bool = False,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[str]:
+    """``python -m mnist_lab.serve ckpt_path=MODEL`` on a free port, warm unless ``cold=True``
+    (what a user starts; and the only way to see a torch-free ONNX server's own imports and
+    memory, tests/test_serve.py; ``env`` and ``log`` are for those); yields its URL once
+    ``/health`` answers."""
+    if cold:
+        from mnist_lab.loadtest import running_server as cold_server
+
+        with cold_server(model, free_port(), *overrides, env=env, log=log) as url:
+            yield url
+        return
+    port = free_port()
+    args = [f"ckpt_path={model}", f"port={port}", "log_level=warning", *overrides]
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = start_module("mnist_lab.serve", *args, log_dir=Path(tmp))
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(f"{url}/health", proc, 120, log=Path(tmp) / "stderr")
+            yield url
+        finally:
+            proc.terminate()
+            proc.join(10)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+
+
+def wait_for(url: str, proc: Any, seconds: float = 60, log: Path | None = None) -> httpx.Response:
+    """The first 200 answer of ``url`` from a server ``proc`` (a ``Popen`` or a warm process)
+    is starting; fails, with the end of its ``log``, if it exits first."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{url}: the server exited"
+        exited = proc.poll() is not None if hasattr(proc, "poll") else not proc.is_alive()
+        assert not exited, f"{url}: the server exited" + (
+            f":\n{log.read_text()[-3000:]}" if log else ""
+        )
         try:
             response = httpx.get(url, timeout=2)
             if response.status_code == 200:
                 return response
         except httpx.TransportError:
             pass
-        time.sleep(0.3)
+        time.sleep(0.2)
     raise AssertionError(f"{url} did not answer in {seconds} s")
 
 

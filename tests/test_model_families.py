@@ -22,8 +22,7 @@ from mnist_lab.checkpoint import load_checkpoint, resolve_checkpoints
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.export import export
 from mnist_lab.hardware import native_cpu_bf16
-from mnist_lab.loadtest import free_port, running_server
-from tests.helpers import read_metrics, run_module, train_in_process
+from tests.helpers import read_metrics, run_module, running_server, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +111,7 @@ def test_vit_and_rnn_export_with_parity_predict_and_serve(family_sweep, model, d
     )
     (row,) = [json.loads(line) for line in proc.stdout.splitlines()]
     assert abs(sum(row["probabilities"]) - 1) < 1e-4
-    with running_server(str(onnx_file), free_port(), f"hydra.run.dir={tmp_path / 'serve'}") as url:
+    with running_server(str(onnx_file), f"hydra.run.dir={tmp_path / 'serve'}") as url:
         assert httpx.get(f"{url}/health").json()["model"] == onnx_file.name
         answer = httpx.post(f"{url}/predict", files={"file": png}).json()
     assert answer["digit"] == row["digit"]
@@ -166,6 +165,6 @@ def test_a_compiled_run_resumes_evaluates_exports_and_serves(tmp_path, digit_png
     run_module("mnist_lab.eval", f"ckpt_path={run}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert _export(run, tmp_path / "compiled.onnx", "onnx")["argmax_agree"] == 10_000
     ckpt = resolve_checkpoints(str(run))[0]
-    with running_server(str(ckpt), free_port(), f"hydra.run.dir={tmp_path / 'serve'}") as url:
+    with running_server(str(ckpt), f"hydra.run.dir={tmp_path / 'serve'}") as url:
         answer = httpx.post(f"{url}/predict", files={"file": digit_png[0]}).json()
     assert 0 <= answer["digit"] <= 9

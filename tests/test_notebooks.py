@@ -16,8 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mnist_lab.loadtest import free_port
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, free_port, wait_for
 
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_data", "02_train_and_compare", "03_errors"]

@@ -17,8 +17,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mnist_lab.config import CONFIG_DIR
-from mnist_lab.loadtest import free_port, running_server
-from tests.helpers import ROOT, read_metrics, run_module, wait_for
+from tests.helpers import ROOT, free_port, read_metrics, run_module, running_server, wait_for
 
 README = ROOT / "README.md"
 TOUR_HEADING = "## A 5-minute tour"
@@ -288,9 +287,9 @@ def test_five_minute_tour_end_to_end(tmp_path):
             continue
         # paths.log_dir: where each command's own Hydra directory goes (not the repo's logs/)
         extra = [f"paths.log_dir={logs}"]
-        proc = run_module(
-            f"mnist_lab.{module}", *(_shortened(args, tiny) if module == "train" else args), *extra
-        )
+        command_args = _shortened(args, tiny) if module == "train" else args
+        # cold=True: a real `python -m` from an empty interpreter, as the newcomer's shell starts it
+        proc = run_module(f"mnist_lab.{module}", *command_args, *extra, cold=True)
         if module == "train" and "-m" in args:
             assert len(list((logs / "tour" / "sweep").glob("*/metrics.json"))) == 2
         elif module == "train":
@@ -338,7 +337,7 @@ def _check_tensorboard(command: str) -> None:
 def _check_server(args: list[str], logs: Path) -> None:
     """The server starts on the exported model and answers the README's curl upload."""
     (ckpt,) = [a.split("=", 1)[1] for a in args if a.startswith("ckpt_path=")]
-    with running_server(ckpt, free_port(), f"paths.log_dir={logs}") as url:
+    with running_server(ckpt, f"paths.log_dir={logs}", cold=True) as url:
         curl = next(c for c in readme_commands() if c.startswith("curl -F"))
         curl = curl.replace("my_7.jpg", str(ROOT / "docs" / "images" / "digits" / "seven.jpg"))
         curl = curl.replace("http://127.0.0.1:8000", url)

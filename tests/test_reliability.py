@@ -8,8 +8,6 @@ import pickle
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +17,7 @@ from mnist_lab.checkpoint import load_checkpoint
 from mnist_lab.data import MNISTDataModule
 from mnist_lab.errors import ConfigError, MNISTDataError
 from mnist_lab.mnist_files import RESOURCES
-from tests.helpers import ROOT, Pickled, read_metrics, run_module, train_in_process
+from tests.helpers import Pickled, read_metrics, run_module, start_module, train_in_process
 
 # A small but real run: CNN with dropout (global RNG), augmentation (seeded per batch),
 # OneCycle, 3 epochs of 20 batches, last.ckpt also every 5 steps, deterministic kernels.
@@ -236,19 +234,14 @@ def test_random_sigkills_never_leave_a_corrupt_last_checkpoint(tmp_path):
     for attempt in range(3):
         resume = ["ckpt_path=last"] if attempt else []
         before = last.stat().st_mtime_ns if last.exists() else 0
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mnist_lab.train", *args, *resume],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = start_module("mnist_lab.train", *args, *resume, log_dir=tmp_path / f"try{attempt}")
         deadline = time.monotonic() + 120
         while not (last.exists() and last.stat().st_mtime_ns != before):
-            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            assert proc.is_alive() and time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.02)
         time.sleep(rng.uniform(0.05, 0.5))  # somewhere in a stream of per-step saves
         proc.kill()
-        proc.wait()
+        proc.join()
         steps.append(load_checkpoint(last)["global_step"])  # raises if the file were corrupt
     assert steps == sorted(steps) and steps[-1] > steps[0], steps  # each resume made progress
 

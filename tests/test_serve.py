@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lab.loadtest import free_port, running_server
-from tests.helpers import render_photo, run_module
+from tests.helpers import render_photo, run_module, running_server
 
 pytestmark = pytest.mark.slow  # a real server process, a browser, a load test
 
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.slow  # a real server process, a browser, a load test
 @pytest.fixture(scope="module")
 def server(good_run, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("serve_run")
-    with running_server(str(good_run), free_port(), f"hydra.run.dir={run_dir}") as url:
+    with running_server(str(good_run), f"hydra.run.dir={run_dir}") as url:
         yield url
 
 
@@ -148,7 +147,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(server, digits,
 def test_serves_an_exported_onnx_model(onnx_export, digits, tmp_path):
     out, _ = onnx_export
     images, labels = digits
-    with running_server(str(out), free_port(), f"hydra.run.dir={tmp_path}") as url:
+    with running_server(str(out), f"hydra.run.dir={tmp_path}") as url:
         assert httpx.get(f"{url}/health").json()["model"] == out.name
         answers = [
             httpx.post(f"{url}/predict", files={"file": png_bytes(im)}).json()["digit"]
@@ -255,9 +254,7 @@ def onnx_server(onnx_export, tmp_path_factory):
     model, _ = onnx_export
     run_dir = tmp_path_factory.mktemp("onnx_serve")
     log, env = run_dir / "imports.log", os.environ | {"PYTHONPROFILEIMPORTTIME": "1"}
-    with running_server(
-        str(model), free_port(), f"hydra.run.dir={run_dir}", env=env, log=log
-    ) as url:
+    with running_server(str(model), f"hydra.run.dir={run_dir}", cold=True, env=env, log=log) as url:
         yield url, log
 
 
