@@ -7,7 +7,6 @@ no arbitrary code from a checkpoint file is ever executed.
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from mnist_lab import runs
 from mnist_lab.errors import CheckpointError
 
 
@@ -32,13 +32,10 @@ def resolve_checkpoints(paths: list[str] | str) -> list[Path]:
             )
         if path.is_file():
             found.append(path)
-        elif (path / "metrics.json").is_file():
-            best = json.loads((path / "metrics.json").read_text()).get("best_ckpt")
-            found.append(Path(best) if best else path / "checkpoints" / "last.ckpt")
-        elif path.is_dir() and any(path.glob("*/metrics.json")):
-            found.extend(
-                resolve_checkpoints(sorted(str(p.parent) for p in path.glob("*/metrics.json")))
-            )
+        elif runs.has_metrics(path):
+            found.append(runs.best_checkpoint(path))
+        elif path.is_dir() and (jobs := runs.finished_runs(path)):
+            found.extend(resolve_checkpoints([str(job) for job in jobs]))
         else:
             raise CheckpointError(
                 f"{path} is neither a checkpoint file nor a run directory with metrics.json "

@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import threading
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +43,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
+from mnist_lab import runs
 from mnist_lab.errors import MnistLabError, RankFailedError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,6 @@ SAVED_VARIABLES = (
 )  # fmt: skip
 # Hydra's command-line flags that take a value: kept for the children, like every flag.
 VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
-RANK_ERROR = "error.rank{rank}.txt"  # a sweep job's failed child rank writes this, rank 0 reads it
 
 
 def in_sweep_child() -> bool:
@@ -88,10 +87,8 @@ def report_rank_failure(err: BaseException, output_dir: str | Path) -> None:
     """In a DDP child of a sweep job: log the error and leave it for rank 0 in the job's
     directory, instead of exiting with an error (Lightning's observer would kill the sweep)."""
     rank = os.environ.get("LOCAL_RANK", "?")
-    summary = f"{type(err).__name__}: {' '.join(str(err).split())}"
-    log.error("DDP rank %s failed: %s", rank, summary)
-    trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-    (Path(output_dir) / RANK_ERROR.format(rank=rank)).write_text(f"{summary}\n\n{trace}")
+    log.error("DDP rank %s failed: %s", rank, runs.error_summary(err))
+    runs.write_error(output_dir, err, rank=rank)
 
 
 @contextmanager
@@ -146,11 +143,10 @@ def hydra_job_scope() -> Iterator[None]:
 
 def _rank_failure(output_dir: Path, codes: dict[int, int]) -> str | None:
     """What went wrong on the job's other ranks: the first rank's report, or how it died."""
-    reports = sorted(output_dir.glob(RANK_ERROR.format(rank="*")))
+    reports = runs.rank_errors(output_dir)
     if reports:
-        rank = reports[0].name.split(".")[1].removeprefix("rank")
-        first = reports[0].read_text().splitlines()[0]
-        return f"DDP rank {rank} failed: {first} (traceback: {reports[0]})"
+        rank, path = reports[0]
+        return f"DDP rank {rank} failed: {runs.read_error(path)} (traceback: {path})"
     dead = [f"rank {rank} exited with code {code}" for rank, code in codes.items() if code]
     return f"DDP {', '.join(dead)}" if dead else None
 

@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 from hydra.errors import CompactHydraException, InstantiationException
 
 EXIT_CODE = 1  # what a shell sees when a command refused its input
-ERROR_FILE = "error.txt"  # written into a sweep job's directory when the job failed
+
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -8,7 +8,6 @@ report into ``<run dir>/robustness/`` (see ``mnist_lab.robustness``).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from mnist_lab import runs
 from mnist_lab.checkpoint import load_net, resolve_checkpoints, run_dir_of
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.errors import entry_point
@@ -82,7 +82,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
             default_out(ckpt, out / "robustness"),
         )
         report["robustness"] = {k: robust[k] for k in ("clean_acc", "mean_corrupt_acc")}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    runs.write_metrics(out, "eval", report)
     (out / "per_class.md").write_text(per_class_markdown(report["per_class"]))
     save(
         confusion_matrix_figure(torch.tensor(report["confusion_matrix"])),

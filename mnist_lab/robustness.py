@@ -8,7 +8,6 @@ accuracy bars), and prints the table. ``eval robustness=true`` runs it after the
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lab import runs
 from mnist_lab.checkpoint import run_dir_of
 from mnist_lab.config import CONFIG_DIR
 from mnist_lab.corruptions import CORRUPTIONS, SUITE_SEED, corrupt
@@ -95,7 +95,7 @@ def run_suite(
     )
     report |= {"model": str(predictor.path)} | (extra or {})
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    runs.write_metrics(out, "robustness", report)
     (out / "table.md").write_text(table(report))
     figure = robustness_figure(images[:examples], shown, report["corruptions"], report["clean_acc"])
     save(figure, out / "robustness.png")

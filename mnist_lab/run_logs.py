@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mnist_lab import runs
+
 log = logging.getLogger(__name__)
 
 # logged tag -> curve name (Lightning adds _epoch to values logged both per step and per epoch)
@@ -56,8 +58,9 @@ def read_epoch_curves(run_dir: Path) -> Curves:
 
 
 def _trackers(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "metrics.json"
-    return json.loads(path.read_text()).get("trackers", []) if path.is_file() else []
+    if not runs.has_metrics(run_dir):
+        return []
+    return runs.read_metrics(run_dir, "train").get("trackers", [])
 
 
 def mlflow_curves(tracking_uri: str, run_id: str) -> Curves:
