@@ -9,7 +9,6 @@ once per run, from the hardware. An explicit value always wins.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import platform
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any
 
 import torch
 
-log = logging.getLogger(__name__)
+from mnist_lab.ranks import RankedLogger
+
+log = RankedLogger(__name__)  # DDP: every rank resolves the same; rank zero says so
 
 AUTO = "auto"
 # oneDNN ISA names at or above the first level with bf16 instructions (ONEDNN_MAX_CPU_ISA caps
@@ -178,7 +179,6 @@ def resolve_auto(cfg: Any) -> dict[str, Any]:
     under a fork-based DDP strategy on a GPU: asking the GPU about bf16 initialises CUDA, after
     which those strategies cannot fork.
     """
-    from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import open_dict
 
     from mnist_lab.errors import ConfigError
@@ -207,25 +207,22 @@ def resolve_auto(cfg: Any) -> dict[str, Any]:
         if "module" in cfg:
             cfg.module.channels_last = channels_last
     machine = machine_info(query_gpu=not forks)
-    # DDP: every rank resolves the same; one of them says so (mypy: Lightning sets
-    # rank_zero_only.rank on the function, an undeclared attribute)
-    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
-        how = {True: "auto", False: "set"}
-        log.info(
-            "machine: %s (%s, native bf16: %s, GPU: %s) -> trainer.precision=%s (%s), "
-            "module.channels_last=%s (%s)",
-            machine["cpu"],
-            machine["isa"],
-            "yes" if machine["native_bf16"] else "no",
-            machine["gpu"] or "none",
-            precision,
-            how[str(asked_precision) == AUTO],
-            channels_last,
-            how[str(asked_layout) == AUTO],
-        )
-        warning = emulated_bf16_warning(precision, accelerator)
-        if warning and str(asked_precision) != AUTO:
-            log.warning(warning)
+    how = {True: "auto", False: "set"}
+    log.info(
+        "machine: %s (%s, native bf16: %s, GPU: %s) -> trainer.precision=%s (%s), "
+        "module.channels_last=%s (%s)",
+        machine["cpu"],
+        machine["isa"],
+        "yes" if machine["native_bf16"] else "no",
+        machine["gpu"] or "none",
+        precision,
+        how[str(asked_precision) == AUTO],
+        channels_last,
+        how[str(asked_layout) == AUTO],
+    )
+    warning = emulated_bf16_warning(precision, accelerator)
+    if warning and str(asked_precision) != AUTO:
+        log.warning(warning)
     return {
         "precision": precision,
         "channels_last": channels_last,

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.errors import ERROR_FILE
+from mnist_lab import runs
+from mnist_lab.ranks import is_rank_zero
 
 log = logging.getLogger(__name__)
 COLUMNS = [
@@ -36,7 +35,7 @@ def job_dirs(paths: list[Path]) -> list[Path]:
     """Run directories: a path that holds a run (``.hydra/``) is one, else its sub-folders are."""
     found = []
     for path in paths:
-        if (path / ".hydra").is_dir() or (path / "metrics.json").is_file():
+        if (path / ".hydra").is_dir() or runs.has_metrics(path):
             found.append(path)
         else:
             subdirs = [p for p in path.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
@@ -71,9 +70,8 @@ def summarise_run(run: Path) -> dict[str, Any]:
         scheduler=choices.get("scheduler"),
         overrides=overrides,
     )
-    metrics_file = run / "metrics.json"
-    if metrics_file.is_file():
-        m = json.loads(metrics_file.read_text())
+    if runs.has_metrics(run):
+        m = runs.read_metrics(run, "train")
         row.update(
             model=m.get("model", row["model"]),
             optimizer=m.get("optimizer", row["optimizer"]),
@@ -86,9 +84,7 @@ def summarise_run(run: Path) -> dict[str, Any]:
             status="ok",
         )
     else:
-        error = run / ERROR_FILE
-        first = error.read_text().splitlines()[0] if error.is_file() else "no metrics.json"
-        row.update(status="failed", error=first)
+        row.update(status="failed", error=runs.job_error(run) or f"no {runs.METRICS}")
     return row
 
 
@@ -155,18 +151,12 @@ class SweepSummary(Callback):
         # server among them) returns before importing Lightning.
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        from lightning.pytorch.utilities import rank_zero_only
-
-        # rank 0 only: a SLURM job with several tasks runs this once per task
-        # (mypy: Lightning sets rank_zero_only.rank on the function, an undeclared attribute)
-        if rank_zero_only.rank != 0:  # type: ignore[attr-defined]
+        if not is_rank_zero():  # a SLURM job with several tasks runs this once per task
             return
         run = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:
-            err = job_return._return_value  # the exception; .return_value would re-raise it
-            summary = f"{type(err).__name__}: {' '.join(str(err).split())}"  # one line
-            trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-            (run / ERROR_FILE).write_text(f"{summary}\n\n{trace}")
+            # the exception; .return_value would re-raise it
+            runs.write_error(run, job_return._return_value)
         _, out = write_report([Path(config.hydra.sweep.dir)])
         if job_return.status == JobStatus.FAILED:
             log.warning(
@@ -174,10 +164,7 @@ class SweepSummary(Callback):
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from lightning.pytorch.utilities import rank_zero_only
-
-        # mypy: Lightning sets rank_zero_only.rank on the function, an undeclared attribute
-        if rank_zero_only.rank != 0:  # type: ignore[attr-defined]
+        if not is_rank_zero():
             return
         rows, out = write_report([Path(config.hydra.sweep.dir)])
         print(to_markdown(rows), end="")

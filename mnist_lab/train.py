@@ -9,7 +9,6 @@ that does not compose answer in about a second.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import time
@@ -20,11 +19,11 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lab import runs
 from mnist_lab.checkpoint import load_checkpoint
 from mnist_lab.config import CONFIG_DIR, check_config, group_choice, instantiate_group
 from mnist_lab.distributed import hydra_job_scope, in_sweep_child, report_rank_failure
 from mnist_lab.errors import (
-    ERROR_FILE,
     CheckpointError,
     MnistLabError,
     NonFiniteLossError,
@@ -34,6 +33,7 @@ from mnist_lab.errors import (
 )
 from mnist_lab.hardware import resolve_auto
 from mnist_lab.models import count_parameters
+from mnist_lab.ranks import is_rank_zero
 
 if TYPE_CHECKING:
     import lightning as L
@@ -141,8 +141,7 @@ def _fit_and_test(
         for logger in loggers:
             record_run(logger, params, final, **tags)
         metrics["trackers"] = [ref for logger in loggers if (ref := tracker_ref(logger))]
-        path = Path(cfg.paths.output_dir) / "metrics.json"
-        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        path = runs.write_metrics(cfg.paths.output_dir, "train", metrics)
         log.info("metrics written to %s", path)
     return metrics
 
@@ -154,7 +153,7 @@ def failed_run(err: MnistLabError, cfg: DictConfig) -> float | None:
       child would make Lightning kill the whole sweep (mnist_lab/distributed.py);
     - a diverged trial of a sweep is a result, not a broken sweep: the sweeper gets
       ``diverged_objective`` (the worst accuracy; Optuna goes on sampling), the summary gets
-      ``error.txt``;
+      ``error.txt`` (mnist_lab/runs.py);
     - anything else is re-raised: ``entry_point`` logs it and exits 1 (a single run), or Hydra
       marks the job failed (a sweep) and the sweep decides what follows.
     """
@@ -163,7 +162,7 @@ def failed_run(err: MnistLabError, cfg: DictConfig) -> float | None:
         return None
     if isinstance(err, NonFiniteLossError) and in_multirun():
         log.error("%s", err)
-        (Path(cfg.paths.output_dir) / ERROR_FILE).write_text(f"{err}\n")
+        runs.write_error(cfg.paths.output_dir, str(err))
         return cfg.get("diverged_objective")
     raise err
 
@@ -181,11 +180,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         report_rank_failure(err, cfg.paths.output_dir)
         return None
-    # DDP: one copy of the result, from rank 0 (mypy: Lightning sets rank_zero_only.rank on
-    # the function, an undeclared attribute)
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+    if is_rank_zero():  # DDP: one copy of the result
         print(f"train_seconds: {metrics['train_seconds']:.1f}")
         print(f"test/acc: {metrics['test/acc']:.4f}")
     # Sweepers (Optuna) optimise the value returned here.
