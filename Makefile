@@ -97,7 +97,7 @@ train: install  ## train once: make train ARGS="model=resnet optimizer=sgd"
 PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-test: install browser $(LAB)  ## every test (~11 min on 2 cores)
+test: install browser $(LAB)  ## every test (~12 min on 2 cores)
 	@$(call PYTEST,)
 
 test-fast: install  ## the edit-and-check loop: everything but the tests marked slow (< 3 min)
