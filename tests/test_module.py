@@ -1,5 +1,6 @@
-"""The LightningModule's schedule handling without a Trainer: OneCycle for runs of a few steps,
-and the comparison that tells a resumed run whether its schedule changed."""
+"""The LightningModule without a Trainer: OneCycle for runs of a few steps, the comparison that
+tells a resumed run whether its schedule changed, the loss it trains on (label smoothing,
+distillation), its optimizer groups and the scheduler spec each config hands Lightning."""
 
 from __future__ import annotations
 
@@ -69,3 +70,83 @@ def test_schedule_comparison_ignores_progress_and_sees_a_new_length():
 )
 def test_short_run_is_any_run_on_part_of_an_epoch(fast_dev_run, limit, short):
     assert short_run(fast_dev_run, limit) is short
+
+
+# The LightningModule's own arithmetic, without a Trainer: the loss it trains on (label
+# smoothing, distillation), the optimizer groups and the scheduler spec Lightning receives.
+
+
+def _classifier(**kwargs):
+    from mnist_lab.module import Classifier
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    return Classifier(net, channels_last=False, **kwargs)
+
+
+def _batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, 28, 28, generator=generator), torch.arange(n) % 10
+
+
+def test_training_loss_is_label_smoothed_cross_entropy():
+    x, y = _batch()
+    eps = 0.1
+    module = _classifier(label_smoothing=eps)
+    loss, logits = module.shared_step((x, y), "train")
+    log_p = logits.log_softmax(-1)
+    by_hand = (1 - eps) * -log_p.gather(1, y[:, None]).mean() + eps * -log_p.mean()
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert module.train_acc.compute() == (logits.argmax(-1) == y).float().mean()
+
+
+def test_distillation_mixes_cross_entropy_and_the_tempered_kl_to_the_teacher():
+    from mnist_lab.errors import ConfigError
+
+    x, y = _batch()
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    w, t = 0.7, 4.0
+    module = _classifier(teacher=teacher, distill_weight=w, distill_temperature=t)
+    loss, logits = module.shared_step((x, y), "train")
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    p_teacher = (teacher(x) / t).softmax(-1)
+    kl = (p_teacher * (p_teacher.log() - (logits / t).log_softmax(-1))).sum(-1).mean() * t * t
+    assert loss.item() == pytest.approx(((1 - w) * ce + w * kl).item(), rel=1e-4)
+    # the teacher is no part of what is trained or saved
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    assert {id(p) for p in module.parameters()}.isdisjoint(id(p) for p in teacher.parameters())
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        _classifier(distill_weight=0.5)
+
+
+def test_norms_and_biases_are_not_weight_decayed_unless_asked():
+    groups = {g["name"]: g for g in _classifier().parameter_groups()}
+    assert [p.ndim for p in groups["weights"]["params"]] == [2]
+    assert [p.ndim for p in groups["norm_bias"]["params"]] == [1]
+    assert groups["norm_bias"]["weight_decay"] == 0.0
+    assert [g["name"] for g in _classifier(decay_norm_and_bias=True).parameter_groups()] == ["all"]
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "expected"),
+    [
+        ("onecycle", {"interval": "step", "type": OneCycleLR}),
+        ("plateau", {"interval": "epoch", "monitor": "val/acc"}),
+        ("none", None),
+    ],
+)
+def test_each_scheduler_config_reaches_lightning_as_its_spec(scheduler, expected):
+    from mnist_lab.module import build_module
+    from tests.helpers import compose_cfg
+
+    optimization = build_module(compose_cfg([f"scheduler={scheduler}"])).build_optimization(120)
+    if expected is None:
+        assert set(optimization) == {"optimizer"}
+        return
+    spec = optimization["lr_scheduler"]
+    assert spec["interval"] == expected["interval"] and spec.get("monitor") == expected.get(
+        "monitor"
+    )
+    if "type" in expected:  # OneCycle is told the run's length
+        assert isinstance(spec["scheduler"], expected["type"])
+        assert spec["scheduler"].total_steps == 120
