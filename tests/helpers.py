@@ -58,8 +58,7 @@ def run_module(
     ``full_error=False`` shows what a user sees (Hydra's short error, no stack trace).
     The process starts warm (``tests.warm``: libraries already imported) unless ``cold=True``
     or this test set an environment variable a library reads at import (tests/warm.py)."""
-    hydra_error = {"HYDRA_FULL_ERROR": "1"} if full_error else {}
-    with _hydra_full_error(full_error):
+    with _hydra_full_error(full_error):  # both kinds of start inherit this environment
         if cold or not warm.can_start_warm():
             proc = subprocess.run(
                 [sys.executable, "-m", module, *args],
@@ -67,7 +66,6 @@ def run_module(
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | hydra_error,
             )
         else:
             proc = _run_warm(module, list(args), cwd, timeout)
@@ -99,16 +97,23 @@ def start_module(module: str, *args: str, log_dir: Path, cwd: Path = ROOT):
     return warm.start(module, list(args), str(cwd), str(out), str(err))
 
 
+def _stop(proc: Any, grace: float = 0) -> None:
+    """SIGTERM and ``grace`` seconds to exit (none: SIGKILL at once), then SIGKILL."""
+    if grace:
+        proc.terminate()
+        proc.join(grace)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+
+
 def _run_warm(module: str, args: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as tmp:
+        proc = start_module(module, *args, log_dir=Path(tmp), cwd=cwd)
         out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
-        out.touch()
-        err.touch()
-        proc = warm.start(module, args, str(cwd), str(out), str(err))
         proc.join(timeout)
         if proc.exitcode is None:
-            proc.kill()
-            proc.join()
+            _stop(proc)
             raise subprocess.TimeoutExpired([module, *args], timeout, err.read_text())
         return subprocess.CompletedProcess(
             [sys.executable, "-m", module, *args],
@@ -145,11 +150,7 @@ def running_server(
             wait_for(f"{url}/health", proc, 120, log=Path(tmp) / "stderr")
             yield url
         finally:
-            proc.terminate()
-            proc.join(10)
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join()
+            _stop(proc, grace=10)
 
 
 def wait_for(url: str, proc: Any, seconds: float = 60, log: Path | None = None) -> httpx.Response:
