@@ -103,8 +103,8 @@ test: install browser $(LAB)  ## every test (~12 min on 2 cores)
 test-fast: install  ## the edit-and-check loop: everything but the tests marked slow (< 3 min)
 	@$(call PYTEST,-m "not slow")
 
-lint:  ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+lint:  ## ruff (lint + format check), mypy, and the import layers (import-linter)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports
 
 format:  ## ruff format + autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -1,7 +1,8 @@
 """Recognise your own handwriting: ``python -m mnist_lab.predict ckpt_path=PATH images=[...]``.
 
 Photos and scans of any size, dark ink on light paper or the reverse, go through the same
-MNIST-style preprocessing as the server and the draw-a-digit page (``mnist_lab.preprocess``).
+MNIST-style preprocessing as the server and the draw-a-digit page
+(``mnist_lab.serving.preprocess``).
 ``output=json`` prints one JSON object per image and nothing else on stdout (logs go to stderr).
 """
 
@@ -14,10 +15,10 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.config import CONFIG_DIR
 from mnist_lab.errors import ImageError, entry_point
-from mnist_lab.predictor import load_predictor
-from mnist_lab.preprocess import image_paths, read_image, to_mnist
+from mnist_lab.evaluation.loading import load_predictor
+from mnist_lab.paths import CONFIG_DIR
+from mnist_lab.serving.preprocess import image_paths, read_image, to_mnist
 
 OUTPUTS = ("text", "json")
 

@@ -21,7 +21,7 @@ os.environ.setdefault("MNIST_DATA_DIR", str(_shared if _shared.is_dir() else ROO
 os.environ.setdefault("CI", "true")  # quiet progress bars in subprocesses
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-from mnist_lab.data import MNISTDataModule  # noqa: E402
+from mnist_lab.data.datamodule import MNISTDataModule  # noqa: E402
 from tests.helpers import run_module, train_in_process  # noqa: E402
 
 

@@ -24,15 +24,23 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from mnist_lab.config import compose_train_config
-from mnist_lab.loadtest import free_port
+from mnist_lab.tools.loadtest import free_port
+from mnist_lab.training.hardware import resolve_auto
 from tests import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compose_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """The train config as Hydra composes it, with ``paths.output_dir`` set outside a run."""
-    return compose_train_config(overrides, output_dir or ROOT / "logs" / "test")
+def compose_cfg(
+    overrides: list[str], output_dir: Path | None = None, resolved: bool = True
+) -> DictConfig:
+    """The train config as Hydra composes it, with ``paths.output_dir`` set outside a run and
+    (``resolved``) ``auto`` precision and layout resolved for this machine, as ``train`` does
+    before it builds anything."""
+    cfg = compose_train_config(overrides, output_dir or ROOT / "logs" / "test")
+    if resolved:
+        resolve_auto(cfg)
+    return cfg
 
 
 def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
@@ -40,7 +48,7 @@ def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     ``train(cfg)``, writing checkpoints and ``metrics.json`` into ``run_dir``. Saves the
     ~10 s interpreter + import start-up of a subprocess; use ``run_module`` when the command
     line, Hydra's run directory (``.hydra/``), resuming or DDP is what is tested."""
-    from mnist_lab.train import train
+    from mnist_lab.training.fit import train
 
     return train(compose_cfg(overrides, run_dir))
 
@@ -136,7 +144,7 @@ def running_server(
     memory, tests/test_serve.py; ``env`` and ``log`` are for those); yields its URL once
     ``/health`` answers."""
     if cold:
-        from mnist_lab.loadtest import running_server as cold_server
+        from mnist_lab.tools.loadtest import running_server as cold_server
 
         with cold_server(model, free_port(), *overrides, env=env, log=log) as url:
             yield url

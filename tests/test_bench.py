@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mnist_lab.hardware import resolve_precision
+from mnist_lab.training.hardware import resolve_precision
 from tests.helpers import run_module
 
 pytestmark = pytest.mark.slow  # benchmarks train and time real runs
@@ -106,7 +106,7 @@ def test_accuracy_reuses_finished_runs_and_retrains_what_changed(tmp_path, capsy
     the same composed config are reused, unfinished or changed ones retrain."""
     from mnist_lab.bench.accuracy import DONE, bench_accuracy, run_seed
     from mnist_lab.bench.cli import format_table
-    from mnist_lab.hardware import machine_info
+    from mnist_lab.training.hardware import machine_info
 
     first = bench_accuracy(True, ["lenet_baseline"], 2, runs_dir=tmp_path)["lenet_baseline"]
     assert len(first["test_acc"]) == 2 and 0 < first["mean"] <= 1 and first["std"] >= 0

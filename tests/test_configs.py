@@ -13,15 +13,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mnist_lab.config import (
-    CONFIG_DIR,
-    JOBLIB_LAUNCHER,
-    _is_joblib_launcher,
-    _multi_process,
-    instantiate_group,
-)
+from mnist_lab.config import instantiate_group
 from mnist_lab.errors import ConfigError
-from mnist_lab.module import build_module
+from mnist_lab.paths import CONFIG_DIR
+from mnist_lab.training.checks import JOBLIB_LAUNCHER, _is_joblib_launcher, _multi_process
+from mnist_lab.training.module import build_module
 from tests.helpers import compose_cfg
 
 MODELS = ["mlp", "lenet", "cnn", "resnet"]
@@ -364,7 +360,7 @@ def test_every_trainer_argument_is_a_key_with_lightnings_default():
 
 
 def test_an_unknown_trainer_argument_is_refused_with_the_close_matches(tmp_path):
-    from mnist_lab.config import check_config
+    from mnist_lab.training.checks import check_config
 
     cfg = compose_cfg(["+trainer.val_chek_interval=0.5", "+trainer.accelerater=cpu"], tmp_path)
     with pytest.raises(ConfigError) as err:
@@ -380,7 +376,7 @@ def test_an_unknown_trainer_argument_is_refused_with_the_close_matches(tmp_path)
 def test_a_kept_run_is_stale_when_its_preset_sets_a_key_the_run_did_not_have():
     """``bench accuracy``/``zoo`` reuse: a key the code gained since a run is no change while the
     preset leaves it at its default, and a change when the preset sets it to something else."""
-    from mnist_lab.kept_runs import config_changes
+    from mnist_lab.training.kept_runs import config_changes
 
     def plain(overrides: list[str]) -> dict:
         return OmegaConf.to_container(compose_cfg(overrides), resolve=True)

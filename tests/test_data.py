@@ -9,11 +9,11 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_lab.augment import Augment, tta_views, warp
-from mnist_lab.data import MNISTDataModule
+from mnist_lab.data.augment import Augment, tta_views, warp
+from mnist_lab.data.datamodule import MNISTDataModule
+from mnist_lab.data.files import MEAN, RESOURCES, STD
+from mnist_lab.data.loader import EpochSampler
 from mnist_lab.errors import ConfigError, MNISTDataError
-from mnist_lab.loader import EpochSampler
-from mnist_lab.mnist_files import MEAN, RESOURCES, STD
 
 
 def test_splits_shapes_and_labels(datamodule):

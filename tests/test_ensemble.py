@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_lab.checkpoint import load_checkpoint, load_net, resolve_checkpoints
 from mnist_lab.errors import CheckpointError
-from mnist_lab.inference import accuracy, predict_proba
-from mnist_lab.module import Classifier, build_module
+from mnist_lab.evaluation.inference import accuracy, predict_proba
+from mnist_lab.training.checkpoint import load_checkpoint, load_net, resolve_checkpoints
+from mnist_lab.training.module import Classifier, build_module
 from tests.helpers import Pickled, compose_cfg, read_metrics, run_module
 
 
@@ -84,8 +84,8 @@ def test_ensemble_on_the_validation_split_reproduces_what_training_chose(trained
     without the test set."""
     from omegaconf import OmegaConf
 
-    from mnist_lab.ensemble import ensemble
     from mnist_lab.errors import ConfigError
+    from mnist_lab.evaluation.ensemble import ensemble
 
     ckpts = [read_metrics(r)["best_ckpt"] for r in trained_runs]
     cfg = OmegaConf.create(
@@ -117,7 +117,7 @@ class ShiftLabels(L.Callback):
 def test_distillation_learns_the_teachers_digits_not_the_labels(trained_runs, tmp_path):
     """distill_weight=1 trains on the teacher's predictions alone: with every training label
     wrong, the student still learns the right digits, because the teacher knows them."""
-    from mnist_lab.train import train
+    from mnist_lab.training.fit import train
 
     teacher = read_metrics(trained_runs[0])["best_ckpt"]
     overrides = [
@@ -127,7 +127,7 @@ def test_distillation_learns_the_teachers_digits_not_the_labels(trained_runs, tm
         "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2",
         "logger=none",
-        f"module.teacher={{_target_:mnist_lab.ensemble.load_ensemble,ckpts:['{teacher}']}}",
+        f"module.teacher={{_target_:mnist_lab.training.checkpoint.load_ensemble,ckpts:['{teacher}']}}",
         "module.distill_weight=1.0",
         "module.distill_temperature=1.0",
     ]

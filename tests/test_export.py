@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from mnist_lab.checkpoint import load_net, resolve_checkpoints
-from mnist_lab.mnist_files import normalize
+from mnist_lab.data.files import normalize
+from mnist_lab.training.checkpoint import load_net, resolve_checkpoints
 from tests.helpers import run_module
 
 pytestmark = pytest.mark.slow  # a trained model, exported and checked on all 10,000 test images
@@ -99,7 +99,9 @@ def test_load_predictor_gives_the_same_probabilities_from_checkpoint_and_onnx(
     onnx_export, good_run, datamodule
 ):
     """One interface, two runtimes: PyTorch for a run directory, ONNX Runtime for the export."""
-    from mnist_lab.inference import OnnxPredictor, TorchPredictor, load_predictor
+    from mnist_lab.evaluation.inference import TorchPredictor
+    from mnist_lab.evaluation.loading import load_predictor
+    from mnist_lab.serving.predictor import OnnxPredictor
 
     out, _ = onnx_export
     torch_model, onnx_model = load_predictor(good_run), load_predictor(out, threads=1)

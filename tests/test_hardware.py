@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lab import hardware
-from mnist_lab.hardware import (
+from mnist_lab.training import hardware
+from mnist_lab.training.hardware import (
     emulated_bf16_warning,
     native_cpu_bf16,
     resolve_auto,
@@ -98,9 +98,9 @@ def test_resolve_auto_rewrites_the_config_and_warns_once_for_emulated_bf16(
     monkeypatch, cpu_only, caplog, tmp_path
 ):
     monkeypatch.setattr(hardware, "native_cpu_bf16", lambda: False)
-    cfg = compose_cfg(["experiment=fast"], tmp_path)
+    cfg = compose_cfg(["experiment=fast"], tmp_path, resolved=False)
     assert cfg.trainer.precision == "auto" and cfg.module.channels_last == "auto"
-    with caplog.at_level(logging.INFO, logger="mnist_lab.hardware"):
+    with caplog.at_level(logging.INFO, logger="mnist_lab.training.hardware"):
         chosen = resolve_auto(cfg)
     assert (cfg.trainer.precision, cfg.module.channels_last) == ("32", True)
     assert chosen["precision"] == "32" and chosen["machine"]["isa"]
@@ -108,8 +108,8 @@ def test_resolve_auto_rewrites_the_config_and_warns_once_for_emulated_bf16(
     assert "trainer.precision=32 (auto)" in caplog.text
 
     caplog.clear()
-    cfg = compose_cfg(["experiment=fast", "trainer.precision=bf16-mixed"], tmp_path)
-    with caplog.at_level(logging.INFO, logger="mnist_lab.hardware"):
+    cfg = compose_cfg(["experiment=fast", "trainer.precision=bf16-mixed"], tmp_path, resolved=False)
+    with caplog.at_level(logging.INFO, logger="mnist_lab.training.hardware"):
         resolve_auto(cfg)
     assert cfg.trainer.precision == "bf16-mixed"  # explicit wins...
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -122,7 +122,7 @@ def test_resolve_auto_rewrites_the_config_and_warns_once_for_emulated_bf16(
 
 def test_every_preset_leaves_precision_and_layout_to_the_hardware(tmp_path):
     for preset in ("fast", "cnn", "resnet", "best", "lenet_baseline", "mlp"):
-        cfg = compose_cfg([f"experiment={preset}"], tmp_path)
+        cfg = compose_cfg([f"experiment={preset}"], tmp_path, resolved=False)
         assert cfg.trainer.precision == "auto", preset
         assert cfg.module.channels_last == "auto", preset
 

@@ -18,10 +18,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from mnist_lab.checkpoint import load_checkpoint, resolve_checkpoints
-from mnist_lab.config import CONFIG_DIR
-from mnist_lab.export import export
-from mnist_lab.hardware import native_cpu_bf16
+from mnist_lab.evaluation.export import export
+from mnist_lab.paths import CONFIG_DIR
+from mnist_lab.training.checkpoint import load_checkpoint, resolve_checkpoints
+from mnist_lab.training.hardware import native_cpu_bf16
 from tests.helpers import read_metrics, run_module, running_server, train_in_process
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from mnist_lab.config import CONFIG_DIR
 from mnist_lab.models import count_parameters
+from mnist_lab.paths import CONFIG_DIR
 from tests.helpers import compose_cfg
 
 MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
@@ -80,7 +80,7 @@ def test_vit_tokens_follow_stem_and_patch_size():
 
 
 def test_vit_position_embedding_and_class_token_are_not_decayed(tmp_path):
-    from mnist_lab.module import build_module
+    from mnist_lab.training.module import build_module
 
     module = build_module(compose_cfg(["experiment=vit", "model.global_pool=token"], tmp_path))
     groups = {g["name"]: g for g in module.build_optimization(10)["optimizer"].param_groups}
@@ -137,7 +137,7 @@ def test_rnn_cells_and_readouts(cell, readout):
 def test_auto_knows_each_family(model, traits):
     """What `auto` resolves per family: bf16 only where it speeds the net up on a native-bf16
     CPU (not the ViT), channels_last only for nets with convolutions."""
-    from mnist_lab.hardware import net_traits, resolve_channels_last, resolve_precision
+    from mnist_lab.training.hardware import net_traits, resolve_channels_last, resolve_precision
 
     cfg = compose_cfg([f"model={model}"])
     assert net_traits(cfg.model) == traits

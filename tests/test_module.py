@@ -9,7 +9,7 @@ import torch
 from torch.optim.lr_scheduler import OneCycleLR
 
 from mnist_lab.config import short_run
-from mnist_lab.module import SCHEDULER_PROGRESS, short_run_warmup
+from mnist_lab.training.module import SCHEDULER_PROGRESS, short_run_warmup
 
 
 def _one_cycle(total: int, pct: float, three_phase: bool = False) -> OneCycleLR:
@@ -77,7 +77,7 @@ def test_short_run_is_any_run_on_part_of_an_epoch(fast_dev_run, limit, short):
 
 
 def _classifier(**kwargs):
-    from mnist_lab.module import Classifier
+    from mnist_lab.training.module import Classifier
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
@@ -136,7 +136,7 @@ def test_norms_and_biases_are_not_weight_decayed_unless_asked():
     ],
 )
 def test_each_scheduler_config_reaches_lightning_as_its_spec(scheduler, expected):
-    from mnist_lab.module import build_module
+    from mnist_lab.training.module import build_module
     from tests.helpers import compose_cfg
 
     optimization = build_module(compose_cfg([f"scheduler={scheduler}"])).build_optimization(120)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lab.mnist_files import load_split
-from mnist_lab.predictor import load_predictor
+from mnist_lab.data.files import load_split
+from mnist_lab.evaluation.loading import load_predictor
 from tests.helpers import run_module, running_server
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pre_layers"

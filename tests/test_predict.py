@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lab import preprocess
-from mnist_lab.preprocess import (
+from mnist_lab.serving import preprocess
+from mnist_lab.serving.preprocess import (
     ImageError,
     ImageTooLargeError,
     decode_image,
@@ -203,7 +203,7 @@ def test_rendered_phone_photos_are_read(good_run, tmp_path):
 
 
 def test_photo_generator_is_seeded_and_refuses_bad_arguments(datamodule, tmp_path):
-    from mnist_lab.photos import render_set
+    from mnist_lab.tools.photos import render_set
 
     images, labels = datamodule.tensors["test"]
     first = render_set(images, labels, 3, seed=5)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mnist_lab.config import CONFIG_DIR
+from mnist_lab.paths import CONFIG_DIR
 from tests.helpers import ROOT, free_port, read_metrics, run_module, running_server, wait_for
 
 README = ROOT / "README.md"
@@ -241,7 +241,7 @@ def test_single_training_commands_train_with_tiny_settings(tmp_path):
     """Each README training command, with a few batches: it trains, tests and writes metrics;
     the resume command continues the run before it (same directory)."""
     from mnist_lab.config import compose_train_config
-    from mnist_lab.train import train
+    from mnist_lab.training.fit import train
 
     commands = [c for c in readme_commands() if _trains_in_process(c)]
     assert len(commands) >= 5

@@ -13,10 +13,10 @@ import time
 import pytest
 import torch
 
-from mnist_lab.checkpoint import load_checkpoint
-from mnist_lab.data import MNISTDataModule
+from mnist_lab.data.datamodule import MNISTDataModule
+from mnist_lab.data.files import RESOURCES
 from mnist_lab.errors import ConfigError, MNISTDataError
-from mnist_lab.mnist_files import RESOURCES
+from mnist_lab.training.checkpoint import load_checkpoint
 from tests.helpers import Pickled, read_metrics, run_module, start_module, train_in_process
 
 # A small but real run: CNN with dropout (global RNG), augmentation (seeded per batch),

@@ -1,4 +1,5 @@
-"""The corruption suite (mnist_lab.corruptions) and the robustness report on real checkpoints."""
+"""The corruption suite (mnist_lab.data.corruptions) and the robustness report on real
+checkpoints."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 import torch
 
-from mnist_lab.corruptions import CORRUPTIONS, corrupt
+from mnist_lab.data.corruptions import CORRUPTIONS, corrupt
 from tests.helpers import run_module
 
 RANDOM = {

@@ -261,7 +261,11 @@ def onnx_server(onnx_export, tmp_path_factory):
 def test_onnx_server_imports_neither_torch_nor_lightning(onnx_server):
     url, log = onnx_server
     imported = {line.rsplit("|", 1)[-1].strip() for line in log.read_text().splitlines()}
-    assert {"onnxruntime", "fastapi", "mnist_lab.predictor"} <= imported  # the log is complete
+    assert {
+        "onnxruntime",
+        "fastapi",
+        "mnist_lab.serving.predictor",
+    } <= imported  # the log is complete
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "lightning", "torchvision"))
     assert not heavy, heavy[:10]
     health = httpx.get(f"{url}/health").json()

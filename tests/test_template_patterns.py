@@ -17,10 +17,10 @@ import torch
 import yaml
 from hydra.errors import InstantiationException
 
-from mnist_lab.checkpoint import load_checkpoint
 from mnist_lab.errors import ConfigError
-from mnist_lab.module import build_module
-from mnist_lab.run_logs import read_epoch_curves
+from mnist_lab.evaluation.run_logs import read_epoch_curves
+from mnist_lab.training.checkpoint import load_checkpoint
+from mnist_lab.training.module import build_module
 from tests.helpers import compose_cfg, read_metrics, run_module, train_in_process
 
 pytestmark = pytest.mark.slow  # training runs, sweeps, DDP processes

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from mnist_lab.config import instantiate_group
 from mnist_lab.errors import ConfigError
-from mnist_lab.run_logs import mlflow_curves, read_epoch_curves, wandb_curves, wandb_rows
+from mnist_lab.evaluation.run_logs import mlflow_curves, read_epoch_curves, wandb_curves, wandb_rows
 from tests.helpers import compose_cfg, free_port, read_metrics, train_in_process, wait_for
 
 FINAL = ("test/acc", "test/loss", "val/acc_best")

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from mnist_lab.hardware import native_cpu_bf16, resolve_channels_last, resolve_precision
+from mnist_lab.training.hardware import native_cpu_bf16, resolve_channels_last, resolve_precision
 from tests.helpers import ROOT, read_metrics, run_module
 
 METRIC_KEYS = {

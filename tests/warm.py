@@ -42,10 +42,10 @@ import optuna  # noqa: F401
 import torch  # noqa: F401
 import torchvision  # noqa: F401
 
-import mnist_lab.checkpoint
-import mnist_lab.data
-import mnist_lab.figures
-import mnist_lab.module  # noqa: F401  (the first three bind `mnist_lab`)
+import mnist_lab.data.datamodule
+import mnist_lab.evaluation.figures
+import mnist_lab.training.checkpoint
+import mnist_lab.training.module  # noqa: F401  (the first three bind `mnist_lab`)
 
 assert "wandb" not in sys.modules, "a preloaded module imports wandb: see the note above"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lab.bench.timing import QUICK
-from mnist_lab.ensemble import evaluate_ensemble, validation_split
+from mnist_lab.data.files import load_split
 from mnist_lab.errors import ConfigError
-from mnist_lab.kept_runs import DONE, run_seed, runs_root
-from mnist_lab.mnist_files import load_split
+from mnist_lab.evaluation.ensemble import evaluate_ensemble, validation_split
+from mnist_lab.training.kept_runs import DONE, run_seed, runs_root
 
 __all__ = ["DONE", "bench_accuracy", "parse_mix", "run_seed"]
 

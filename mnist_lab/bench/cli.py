@@ -20,7 +20,7 @@ from mnist_lab.bench.machine import bench_machine, rate_key
 from mnist_lab.bench.robustness import bench_robustness
 from mnist_lab.bench.train_time import bench_time
 from mnist_lab.bench.zoo import bench_zoo, zoo_markdown
-from mnist_lab.hardware import machine_info
+from mnist_lab.training.hardware import machine_info
 
 PRESETS = [
     "mlp", "lenet_baseline", "cnn", "resnet", "fast", "best", "distilled", "robust", "vit", "rnn",

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lab.bench.timing import rate
-from mnist_lab.data import MNISTDataModule
-from mnist_lab.mnist_files import MEAN, RESOURCES, STD
+from mnist_lab.data.datamodule import MNISTDataModule
+from mnist_lab.data.files import MEAN, RESOURCES, STD
 
 BASELINE_BATCH = 128  # the tutorials' batch size
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from mnist_lab.bench.machine import train_images_per_s
 from mnist_lab.config import compose_train_config
-from mnist_lab.hardware import net_traits, resolve_channels_last, resolve_precision
+from mnist_lab.training.hardware import net_traits, resolve_channels_last, resolve_precision
 
 # name -> Hydra overrides of a preset; each row is trained on synthetic batches (compute only)
 ROWS: dict[str, list[str]] = {

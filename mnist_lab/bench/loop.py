@@ -13,9 +13,9 @@ import torch
 from hydra.utils import instantiate
 
 from mnist_lab.config import compose_train_config
-from mnist_lab.data import MNISTDataModule
-from mnist_lab.hardware import resolve_auto
-from mnist_lab.module import build_module
+from mnist_lab.data.datamodule import MNISTDataModule
+from mnist_lab.training.hardware import resolve_auto
+from mnist_lab.training.module import build_module
 
 
 def bench_loop(quick: bool, preset: str = "fast") -> dict[str, Any]:

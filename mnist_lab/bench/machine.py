@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from mnist_lab.bench.timing import sync_fn
 from mnist_lab.config import compose_train_config
-from mnist_lab.hardware import net_traits, resolve_channels_last, resolve_precision
+from mnist_lab.training.hardware import net_traits, resolve_channels_last, resolve_precision
 
 
 def rate_key(precision: str, channels_last: bool) -> str:

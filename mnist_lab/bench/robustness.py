@@ -9,10 +9,10 @@ from typing import Any
 
 from mnist_lab.bench.timing import QUICK
 from mnist_lab.config import compose_train_config
-from mnist_lab.inference import load_predictor
-from mnist_lab.mnist_files import load_split
-from mnist_lab.robustness import run_suite
-from mnist_lab.train import train
+from mnist_lab.data.files import load_split
+from mnist_lab.evaluation.loading import load_predictor
+from mnist_lab.evaluation.robustness import run_suite
+from mnist_lab.training.fit import train
 
 
 def bench_robustness(quick: bool, presets: list[str], seeds: int) -> dict[str, Any]:

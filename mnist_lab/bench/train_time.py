@@ -15,9 +15,9 @@ from lightning.pytorch.callbacks import Callback, WeightAveraging
 
 from mnist_lab.bench.timing import QUICK
 from mnist_lab.config import compose_train_config
-from mnist_lab.inference import accuracy, predict_proba
-from mnist_lab.mnist_files import load_split
-from mnist_lab.train import train
+from mnist_lab.data.files import load_split
+from mnist_lab.evaluation.inference import accuracy, predict_proba
+from mnist_lab.training.fit import train
 
 
 class TimeToAccuracy(Callback):

@@ -19,9 +19,9 @@ from hydra.utils import instantiate
 
 from mnist_lab.bench.timing import QUICK
 from mnist_lab.config import compose_train_config
-from mnist_lab.kept_runs import run_seed, runs_root
-from mnist_lab.mnist_files import load_split
+from mnist_lab.data.files import load_split
 from mnist_lab.models import count_parameters, multiply_adds
+from mnist_lab.training.kept_runs import run_seed, runs_root
 
 
 def _say(message: str) -> None:
@@ -33,8 +33,8 @@ def onnx_latency_ms(ckpt: str | Path, repeats: int = 300) -> float:
     ``serve`` runs it: threads=1), after 20 warm-up calls."""
     import onnxruntime as ort
 
-    from mnist_lab.checkpoint import load_net
-    from mnist_lab.export import Deployable, export_onnx
+    from mnist_lab.evaluation.export import Deployable, export_onnx
+    from mnist_lab.training.checkpoint import load_net
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
@@ -53,8 +53,8 @@ def onnx_latency_ms(ckpt: str | Path, repeats: int = 300) -> float:
 
 def corruption_mean(ckpt: str | Path, quick: bool) -> float:
     """Mean accuracy over the corruption suite (docs/robustness.md) on the test set."""
-    from mnist_lab.inference import load_predictor
-    from mnist_lab.robustness import run_suite
+    from mnist_lab.evaluation.loading import load_predictor
+    from mnist_lab.evaluation.robustness import run_suite
 
     images, labels = load_split("test")
     if quick:

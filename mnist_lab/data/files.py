@@ -1,8 +1,10 @@
-"""The four official MNIST files: where they live, their md5, IDX parsing, and the pixel scale.
+"""The four official MNIST files (where they live, their md5, IDX parsing), the pixel scale,
+and the three splits every tool shares.
 
-Everything that reads MNIST from disk goes through here: the datamodule (training), and the
-commands that only need the test set (``ensemble``, ``export``, ``robustness``, benchmarks,
-the load test) through :func:`load_split`.
+Everything that reads MNIST from disk goes through here: the datamodule (training) through
+:func:`read_splits`, and every other caller (eval, ensemble, export, robustness, benchmarks,
+the load test, the photo renderer) through :func:`load_split`. The validation images are the
+same 5,000 of the 60,000 training files for everyone: they depend on ``split_seed`` only.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_lab.config import default_data_dir
-from mnist_lab.errors import MNISTDataError
+from mnist_lab.errors import ConfigError, MNISTDataError
+from mnist_lab.paths import default_data_dir
 
 MEAN, STD = 0.1307, 0.3081  # pixel statistics of the 60,000 training images, in [0, 1] units
 # (file name, md5) of the four official files, as torchvision lists them (a test checks they
@@ -28,8 +30,8 @@ RESOURCES: list[tuple[str, str]] = [
     ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
     ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
 ]
-# (images file, labels file, number of images) per file split.
-SPLITS = {
+# (images file, labels file, number of images) of the two official files.
+FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
 }
@@ -132,18 +134,55 @@ def _decoded(file: str, size: int, mtime_ns: int, expected_shape: tuple[int, ...
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
-def read_split(raw: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images [N, 28, 28] and int64 labels [N] of the ``train`` or ``test`` file in
-    ``raw`` (already checked by :func:`ensure_files`)."""
-    img_name, lbl_name, n = SPLITS[split]
+def read_file(raw: Path, file: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [N, 28, 28] and int64 labels [N] of the official ``train`` (60,000) or
+    ``test`` (10,000) file in ``raw`` (already checked by :func:`ensure_files`)."""
+    img_name, lbl_name, n = FILES[file]
     images, labels = read_idx(raw, img_name, (n, 28, 28)), read_idx(raw, lbl_name, (n,)).long()
     if labels.max() > 9:
         raise MNISTDataError(f"MNIST labels outside 0..9 in {raw}. {how_to_fix(raw)}")
     return images, labels
 
 
+SPLITS = ("train", "val", "test")
+VAL_SIZE, SPLIT_SEED = 5_000, 12345  # conf/data/mnist.yaml's data.val_size, data.split_seed
+
+
+def holdout(val_size: int = VAL_SIZE, split_seed: int = SPLIT_SEED) -> dict[str, torch.Tensor]:
+    """Indices into the 60,000 training files of the ``train`` and ``val`` splits: a seeded
+    permutation, so a run's validation images can be rebuilt from its config alone."""
+    n = FILES["train"][2]
+    if not 0 < val_size < n:
+        raise ConfigError(f"data.val_size must be between 1 and {n - 1}, got {val_size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    return {"train": perm[val_size:], "val": perm[:val_size]}
+
+
+def read_splits(
+    raw: Path, val_size: int = VAL_SIZE, split_seed: int = SPLIT_SEED
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, torch.Tensor]]:
+    """``train``, ``val`` and ``test`` (images, labels), and the train/val indices into the
+    training files."""
+    images, labels = read_file(raw, "train")
+    indices = holdout(val_size, split_seed)
+    tensors = {name: (images[idx], labels[idx]) for name, idx in indices.items()}
+    return tensors | {"test": read_file(raw, "test")}, indices
+
+
 def load_split(
-    split: str, data_dir: str | Path | None = None, download: bool = True
+    split: str,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    val_size: int = VAL_SIZE,
+    split_seed: int = SPLIT_SEED,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One official split, md5-checked first: what the commands that need only the test set use."""
-    return read_split(ensure_files(data_dir, download), split)
+    """One split (``train``: the 55,000 training images, ``val``: the 5,000 held out from
+    them, ``test``: the official 10,000), md5-checked first."""
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is not a split: choose one of {', '.join(SPLITS)}")
+    raw = ensure_files(data_dir, download)
+    if split == "test":
+        return read_file(raw, "test")
+    images, labels = read_file(raw, "train")
+    idx = holdout(val_size, split_seed)[split]
+    return images[idx], labels[idx]

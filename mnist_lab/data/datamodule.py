@@ -18,11 +18,11 @@ from typing import Any
 import lightning as L
 import torch
 
-from mnist_lab.augment import Augment
-from mnist_lab.config import default_data_dir
+from mnist_lab.data.augment import Augment
+from mnist_lab.data.files import ensure_files, normalize, raw_dir, read_splits, to_unit
+from mnist_lab.data.loader import Batch, EpochSampler, TensorBatchLoader
 from mnist_lab.errors import ConfigError
-from mnist_lab.loader import Batch, EpochSampler, TensorBatchLoader
-from mnist_lab.mnist_files import ensure_files, normalize, raw_dir, read_split, to_unit
+from mnist_lab.paths import default_data_dir
 
 
 def make_augment(options: Mapping[str, Any]) -> Augment:
@@ -87,16 +87,9 @@ class MNISTDataModule(L.LightningDataModule):
         if self.tensors:
             return
         raw = ensure_files(self.data_dir, self.download)  # md5 once, for both files
-        images, labels = read_split(raw, "train")
-        # The validation split depends on `split_seed` only, so every run sees the same val set.
-        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
-        val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
-        self.split_indices = {"train": train_idx, "val": val_idx}  # into the 60,000 files' order
-        self.tensors = {
-            "train": (images[train_idx], labels[train_idx]),
-            "val": (images[val_idx], labels[val_idx]),
-            "test": read_split(raw, "test"),
-        }
+        # The validation split depends on `split_seed` only, so every run sees the same val set;
+        # split_indices point into the 60,000 training files' order.
+        self.tensors, self.split_indices = read_splits(raw, self.val_size, self.split_seed)
         device = self._device()
         if self.preload_to_device and device.type != "cpu":
             # Whole dataset resident on the accelerator: batches never cross the PCIe bus.
@@ -139,7 +132,7 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, train=False)
 
     def predict_dataloader(self) -> TensorBatchLoader:
-        """The test set again: ``Trainer.predict`` returns its logits in order (eval reports)."""
+        """The test set again: ``Trainer.predict`` returns its logits in order."""
         return self.test_dataloader()
 
     def transform(self, batch: Batch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

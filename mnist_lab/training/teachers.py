@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_lab.ensemble import EnsembleNet, load_ensemble
 from mnist_lab.errors import ConfigError
-from mnist_lab.kept_runs import RUNS_DIR, finished_run, run_dir, run_seed
+from mnist_lab.models.ensemble import EnsembleNet
+from mnist_lab.training.checkpoint import load_ensemble
+from mnist_lab.training.kept_runs import RUNS_DIR, finished_run, run_dir, run_seed
 
 log = logging.getLogger(__name__)
 # What a tiny teacher adds to its preset: debug=tiny (conf/debug/tiny.yaml) cut to 4 training

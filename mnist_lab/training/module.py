@@ -25,7 +25,6 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from mnist_lab.errors import ConfigError
-from mnist_lab.hardware import AUTO, resolve_channels_last, resolve_precision
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 STAGES = ("train", "val", "test")
@@ -103,17 +102,17 @@ class Classifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing (0 = off).
         decay_norm_and_bias: apply weight decay to BatchNorm and bias parameters too; off by
             default because decaying them only shrinks the scale the next layer undoes.
-        channels_last: NHWC memory layout for net and inputs, or ``"auto"``
-            (``mnist_lab.hardware``); oneDNN's NHWC convolutions are faster on CPUs in float32 and
-            about 2x faster in bf16.
+        channels_last: NHWC memory layout for net and inputs (the config's ``auto`` is
+            resolved before the module is built, ``mnist_lab.training.checks.prepare``);
+            oneDNN's NHWC convolutions are faster on CPUs in float32 and ~2x in bf16.
         fp32_eval: run validation, test and predict without autocast even when training in
             ``bf16-mixed``, so the reported numbers are those of the float32 model that export
             and serve run (bf16 rounding of the logits can flip near-ties).
         run_config: the run's resolved config, stored in the checkpoint to rebuild the model.
         teacher: a trained net whose predictions the net learns to match (knowledge
             distillation, Hinton et al. 2015), e.g. an ensemble of checkpoints
-            (``mnist_lab.ensemble.load_ensemble``); it sees the same augmented batch as the
-            student. Not saved in checkpoints, not part of the trained model.
+            (``mnist_lab.training.checkpoint.load_ensemble``); it sees the same augmented batch
+            as the student. Not saved in checkpoints, not part of the trained model.
         distill_weight: share of the loss that is the distillation term (0: plain
             cross-entropy; 1: the labels are not used at all).
         distill_temperature: softens both distributions before they are compared (the term is
@@ -140,7 +139,7 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = False,
         num_classes: int = 10,
-        channels_last: bool | str = False,
+        channels_last: bool = False,
         fp32_eval: bool = True,
         run_config: Mapping[str, Any] | None = None,
         teacher: nn.Module | None = None,
@@ -163,11 +162,11 @@ class Classifier(L.LightningModule):
         # A tuple, not an attribute nn.Module registers: the teacher stays out of the
         # checkpoint, the optimizer, EMA averaging and train()/eval() switching.
         self.teachers: tuple[nn.Module, ...] = (teacher,) if teacher is not None else ()
-        if channels_last == AUTO:  # `train` resolves it first; this covers direct use
-            bf16_pays = getattr(net, "cpu_bf16", True)
-            precision = resolve_precision(AUTO, AUTO, bf16_pays)
-            channels_last = resolve_channels_last(
-                AUTO, precision, AUTO, getattr(net, "has_convolutions", True)
+        if not isinstance(channels_last, bool):
+            raise ConfigError(
+                f"module.channels_last={channels_last!r} reached the LightningModule unresolved: "
+                "it takes true or false; `auto` is resolved for this machine by "
+                "mnist_lab.training.checks.prepare(cfg) (train does it) before the module is built"
             )
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self.memory_format)
@@ -400,6 +399,9 @@ class Classifier(L.LightningModule):
 
 def build_module(cfg: DictConfig | Mapping[str, Any], net: nn.Module | None = None) -> Classifier:
     """The LightningModule of a run config, the one way ``train``, ``eval`` and ``bench`` make it.
+
+    ``cfg`` is prepared (``auto`` resolved: :func:`mnist_lab.training.checks.prepare`, or the
+    stored config of a checkpoint).
 
     Without ``net``: a fresh net, with the optimizer and scheduler of their groups, to train.
     With ``net`` (loaded from a checkpoint, whose run config this is): the module it trained in

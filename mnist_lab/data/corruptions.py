@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnist_lab.augment import warp
+from mnist_lab.data.augment import warp
 from mnist_lab.errors import ConfigError
 
 Corruption = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]

@@ -18,9 +18,10 @@ from typing import Any, cast
 
 from omegaconf import OmegaConf
 
-from mnist_lab.checkpoint import run_config
-from mnist_lab.config import PROJECT_ROOT, compose_train_config
-from mnist_lab.hardware import AUTO
+from mnist_lab.config import compose_train_config
+from mnist_lab.paths import PROJECT_ROOT
+from mnist_lab.training.checkpoint import run_config
+from mnist_lab.training.hardware import AUTO
 
 RUNS_DIR = PROJECT_ROOT / "logs" / "bench" / "accuracy"
 DONE = "bench_run.json"  # written last: a folder without it is an unfinished run
@@ -127,7 +128,7 @@ def run_seed(
     """Train ``preset`` with ``seed`` into ``runs_dir/preset/seedN``, or reuse the finished run
     there when it trained with today's config (the one its checkpoint stores). Returns the
     run's metrics; ``say`` reports what it does (print, or a logger's info)."""
-    from mnist_lab.train import train  # Lightning: only when a run trains
+    from mnist_lab.training.fit import train  # Lightning: only when a run trains
 
     out = run_dir(runs_dir, preset, seed)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from torch import nn
 
 from mnist_lab import runs
 from mnist_lab.errors import CheckpointError
+from mnist_lab.models.ensemble import EnsembleNet
 
 
 def resolve_checkpoints(paths: list[str] | str) -> list[Path]:
@@ -87,3 +88,8 @@ def load_net(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     net.load_state_dict(state)
     return net.eval(), config
+
+
+def load_ensemble(ckpts: list[str] | str) -> EnsembleNet:
+    """An :class:`EnsembleNet` of checkpoint files, run directories or multirun directories."""
+    return EnsembleNet([load_net(path)[0] for path in resolve_checkpoints(ckpts)])

@@ -1,42 +1,31 @@
-"""Class probabilities for uint8 MNIST-style images, from a checkpoint or an exported model.
+"""Class probabilities for uint8 MNIST-style images: the :class:`Predictor` protocol, and its
+ONNX Runtime implementation for an ``.onnx`` file from ``mnist_lab.export``.
 
-``predict``, ``serve``, ``eval``'s robustness report and the benchmarks all load a model with
-:func:`load_predictor` and call it the same way, whether it runs in PyTorch (a Lightning
-checkpoint or run directory, :class:`mnist_lab.inference.TorchPredictor`) or in ONNX Runtime
-(an ``.onnx`` file from ``mnist_lab.export``).
-
-This module imports neither torch nor Lightning: serving an ``.onnx`` file needs only ONNX
-Runtime and numpy (about 1/4 of the memory, and a start in about a second).
+``predict``, ``serve``, the robustness suite and the benchmarks call every model the same way,
+whether it runs in ONNX Runtime (here) or in PyTorch (a Lightning checkpoint or run directory,
+:class:`mnist_lab.evaluation.inference.TorchPredictor`); ``mnist_lab.evaluation.loading``
+picks one for a path. This module imports neither torch nor Lightning: serving an ``.onnx``
+file needs only ONNX Runtime and numpy (about 1/4 of the memory, a start in about a second).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from mnist_lab.errors import CheckpointError
 
 
-class Predictor(ABC):
-    """uint8 [N, 28, 28] images (white digit on black) in, probabilities [N, 10] out.
-
-    ``probabilities`` is the numpy form (the server's); calling the predictor takes and gives
-    torch tensors (training-side tools: eval, robustness, benchmarks).
-    """
+class Predictor(Protocol):
+    """uint8 [N, 28, 28] images (white digit on black) in, probabilities [N, 10] out, as numpy
+    arrays (torch-side callers: :func:`mnist_lab.evaluation.inference.probabilities`)."""
 
     path: Path  # the model file actually loaded
     name: str  # what /health and the logs call it
 
-    @abstractmethod
     def probabilities(self, images: np.ndarray) -> np.ndarray: ...
-
-    def __call__(self, images: Any) -> Any:
-        import torch
-
-        return torch.from_numpy(self.probabilities(np.asarray(images)))
 
 
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:
@@ -61,7 +50,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-class OnnxPredictor(Predictor):
+class OnnxPredictor:
     """An exported ``.onnx`` model (normalisation inside the graph), in ONNX Runtime."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -73,12 +62,3 @@ class OnnxPredictor(Predictor):
         x = images[:, None].astype(np.float32) / 255.0  # the graph normalises from [0, 1]
         (logits,) = self.session.run(["logits"], {"input": x})
         return softmax(logits.astype(np.float32))
-
-
-def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
-    """The right predictor for ``path``: ONNX Runtime for ``.onnx``, else PyTorch."""
-    if Path(path).suffix == ".onnx":
-        return OnnxPredictor(path, threads)
-    from mnist_lab.inference import TorchPredictor  # torch and Lightning only for checkpoints
-
-    return TorchPredictor(path, threads)
