@@ -1,4 +1,7 @@
-"""Hydra glue shared by every entry point: config resolvers and instantiation of keyed groups."""
+"""Hydra glue shared by every entry point: config resolvers and instantiation of keyed groups.
+
+Commands take ``CONFIG_DIR`` from here, not from ``paths``: importing this module registers
+the resolvers (``${default_data_dir:}``, ``${run_label:...}`` ...) their configs use."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_lab.errors import ConfigError
-from mnist_lab.paths import CONFIG_DIR, PROJECT_ROOT, default_data_dir
+from mnist_lab.paths import CONFIG_DIR as CONFIG_DIR  # re-exported for the commands
+from mnist_lab.paths import PROJECT_ROOT, default_data_dir
 
 
 def is_interactive() -> bool:

@@ -12,9 +12,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from mnist_lab.config import CONFIG_DIR  # importing config registers the resolvers
 from mnist_lab.errors import entry_point
 from mnist_lab.evaluation.ensemble import ensemble
-from mnist_lab.paths import CONFIG_DIR
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="ensemble")

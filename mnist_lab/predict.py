@@ -15,9 +15,9 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lab.config import CONFIG_DIR  # importing config registers the resolvers
 from mnist_lab.errors import ImageError, entry_point
 from mnist_lab.evaluation.loading import load_predictor
-from mnist_lab.paths import CONFIG_DIR
 from mnist_lab.serving.preprocess import image_paths, read_image, to_mnist
 
 OUTPUTS = ("text", "json")

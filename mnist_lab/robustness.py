@@ -9,9 +9,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from mnist_lab.config import CONFIG_DIR  # importing config registers the resolvers
 from mnist_lab.errors import entry_point
 from mnist_lab.evaluation.robustness import evaluate_robustness, table
-from mnist_lab.paths import CONFIG_DIR
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="robustness")

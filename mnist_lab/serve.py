@@ -12,9 +12,9 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from mnist_lab.config import CONFIG_DIR  # importing config registers the resolvers
 from mnist_lab.errors import entry_point
 from mnist_lab.evaluation.loading import load_predictor
-from mnist_lab.paths import CONFIG_DIR
 from mnist_lab.serving.app import create_app
 
 log = logging.getLogger(__name__)

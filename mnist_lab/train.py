@@ -9,8 +9,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from mnist_lab.config import CONFIG_DIR  # importing config registers the resolvers
 from mnist_lab.errors import MnistLabError, entry_point
-from mnist_lab.paths import CONFIG_DIR
 from mnist_lab.ranks import is_rank_zero
 from mnist_lab.training.distributed import hydra_job_scope, in_sweep_child, report_rank_failure
 from mnist_lab.training.fit import failed_run, train

@@ -99,7 +99,7 @@ def test_load_predictor_gives_the_same_probabilities_from_checkpoint_and_onnx(
     onnx_export, good_run, datamodule
 ):
     """One interface, two runtimes: PyTorch for a run directory, ONNX Runtime for the export."""
-    from mnist_lab.evaluation.inference import TorchPredictor
+    from mnist_lab.evaluation.inference import TorchPredictor, probabilities
     from mnist_lab.evaluation.loading import load_predictor
     from mnist_lab.serving.predictor import OnnxPredictor
 
@@ -108,7 +108,7 @@ def test_load_predictor_gives_the_same_probabilities_from_checkpoint_and_onnx(
     assert isinstance(torch_model, TorchPredictor) and isinstance(onnx_model, OnnxPredictor)
     assert torch_model.path.suffix == ".ckpt" and onnx_model.path == out
     images = datamodule.tensors["test"][0][:500]
-    a, b = torch_model(images), onnx_model(images)
+    a, b = probabilities(torch_model, images), probabilities(onnx_model, images)
     assert a.shape == b.shape == (500, 10)
     assert torch.allclose(a.sum(-1), torch.ones(500), atol=1e-5)
     assert (a - b).abs().max() < 1e-4 and torch.equal(a.argmax(-1), b.argmax(-1))

@@ -10,10 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from mnist_lab.bench.timing import ms_per_call
+from mnist_lab.config import CONFIG_DIR
 from mnist_lab.data.augment import Augment
 from mnist_lab.data.datamodule import make_augment
 from mnist_lab.data.files import load_split, to_unit
-from mnist_lab.paths import CONFIG_DIR
 
 
 def bench_augment(quick: bool, batch_size: int = 96) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.utils import instantiate
@@ -67,11 +67,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"Cannot read checkpoint {path}: {err}") from None
 
 
+# ``_target_``s that checkpoints written before the package had layers (before commit 9512925)
+# store in their run config, and where each lives now: such checkpoints load unchanged.
+MOVED_TARGETS = {
+    "mnist_lab.module.Classifier": "mnist_lab.training.module.Classifier",
+    "mnist_lab.data.MNISTDataModule": "mnist_lab.data.datamodule.MNISTDataModule",
+    "mnist_lab.callbacks.last_checkpoint": "mnist_lab.training.callbacks.last_checkpoint",
+    "mnist_lab.callbacks.StopOnNonFinite": "mnist_lab.training.callbacks.StopOnNonFinite",
+    "mnist_lab.callbacks.RandomState": "mnist_lab.training.callbacks.RandomState",
+    "mnist_lab.callbacks.progress_bar": "mnist_lab.training.callbacks.progress_bar",
+    "mnist_lab.callbacks.Figures": "mnist_lab.evaluation.callbacks.Figures",
+    "mnist_lab.trackers.MLFlowLogger": "mnist_lab.training.trackers.MLFlowLogger",
+    "mnist_lab.teachers.preset_ensemble": "mnist_lab.training.teachers.preset_ensemble",
+    "mnist_lab.ensemble.load_ensemble": "mnist_lab.training.checkpoint.load_ensemble",
+}
+
+
+def _moved(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: MOVED_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str) else _moved(v)
+            for k, v in node.items()
+        }
+    return [_moved(v) for v in node] if isinstance(node, list) else node
+
+
 def _run_config(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
     config = ckpt.get("hyper_parameters", {}).get("run_config")
     if not config or "model" not in config:
         raise CheckpointError(f"{path} was not written by mnist_lab.train (no run_config inside)")
-    return config
+    return cast(dict[str, Any], _moved(config))
 
 
 def run_config(path: str | Path) -> dict[str, Any]:
