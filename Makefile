@@ -100,8 +100,8 @@ PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 test: install browser $(LAB)  ## every test (~12 min on 2 cores)
 	@$(call PYTEST,)
 
-test-fast: install  ## the edit-and-check loop: everything but the tests marked slow (< 3 min)
-	@$(call PYTEST,-m "not slow")
+test-fast: install  ## the edit-and-check loop: the unit tests, tests/unit (~1 min)
+	@$(call PYTEST,tests/unit)
 
 lint:  ## ruff (lint + format check), mypy, and the import layers (import-linter)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports

@@ -13,7 +13,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEV_LOCK = ROOT / "requirements" / "dev.lock"
 LAB_LOCK = ROOT / "requirements" / "notebooks.lock"
 # GHSA-w37p-236h-pfx3: published compromised (a credential stealer that runs on import).

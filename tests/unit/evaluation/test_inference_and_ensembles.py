@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 
@@ -14,7 +13,14 @@ from mnist_lab.errors import CheckpointError
 from mnist_lab.evaluation.inference import accuracy, predict_proba
 from mnist_lab.training.checkpoint import load_checkpoint, load_net, resolve_checkpoints
 from mnist_lab.training.module import Classifier, build_module
-from tests.helpers import Pickled, compose_cfg, read_metrics, run_module
+from tests.helpers import Pickled, compose_cfg, read_metrics
+
+
+class ShiftLabels(L.Callback):
+    """Every training label + 1 (mod 10): what the net gets right did not come from them."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        batch[1].add_(1).remainder_(10)
 
 
 def test_loaded_net_reproduces_the_runs_test_accuracy(trained_runs, datamodule):
@@ -34,28 +40,6 @@ def test_run_and_multirun_directories_resolve_to_best_checkpoints(trained_runs):
         resolve_checkpoints(["/nonexistent/run"])
     with pytest.raises(CheckpointError, match="neither a checkpoint file nor a run directory"):
         resolve_checkpoints([str(trained_runs[0] / "checkpoints")])
-
-
-@pytest.mark.slow  # the ensemble command
-def test_ensemble_command_averages_probabilities(trained_runs, datamodule, tmp_path):
-    proc = run_module(
-        "mnist_lab.ensemble",
-        f"ckpts=[{trained_runs[0]},{trained_runs[1]}]",
-        "tta=true",
-        f"hydra.run.dir={tmp_path}",
-    )
-    result = json.loads((tmp_path / "ensemble.json").read_text())
-    assert result["n_models"] == 2
-    for member, run in zip(result["members"], trained_runs, strict=True):
-        assert member["test/acc"] == pytest.approx(read_metrics(run)["test/acc"], abs=1e-4)
-    images, labels = datamodule.tensors["test"]
-    nets = [load_net(read_metrics(r)["best_ckpt"])[0] for r in trained_runs]
-    mean = (predict_proba(nets[0], images) + predict_proba(nets[1], images)) / 2
-    assert result["ensemble/acc"] == pytest.approx(accuracy(mean, labels), abs=1e-6)
-    tta = predict_proba(nets[0], images, tta=True)
-    assert not torch.equal(tta.argmax(-1), predict_proba(nets[0], images).argmax(-1))
-    assert result["members"][0]["test/acc_tta"] == pytest.approx(accuracy(tta, labels), abs=1e-6)
-    assert proc.stdout.strip().splitlines()[-1].startswith("ensemble of 2 test/acc: ")
 
 
 def test_malicious_checkpoint_is_refused_not_executed(tmp_path):
@@ -105,13 +89,6 @@ def test_ensemble_on_the_validation_split_reproduces_what_training_chose(trained
     cfg.split = "train"
     with pytest.raises(ConfigError, match="choose one of test, val"):
         ensemble(cfg)
-
-
-class ShiftLabels(L.Callback):
-    """Every training label + 1 (mod 10): what the net gets right did not come from them."""
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        batch[1].add_(1).remainder_(10)
 
 
 def test_distillation_learns_the_teachers_digits_not_the_labels(trained_runs, tmp_path):

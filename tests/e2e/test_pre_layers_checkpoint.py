@@ -18,7 +18,7 @@ from mnist_lab.data.files import load_split
 from mnist_lab.evaluation.loading import load_predictor
 from tests.helpers import run_module, running_server
 
-FIXTURE = Path(__file__).parent / "fixtures" / "pre_layers"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "pre_layers"
 CARD = json.loads((FIXTURE / "card.json").read_text())
 CKPT, ONNX = FIXTURE / "lenet.ckpt", FIXTURE / "lenet.onnx"
 

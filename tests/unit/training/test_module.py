@@ -1,8 +1,11 @@
-"""The LightningModule without a Trainer: OneCycle for runs of a few steps, the comparison that
-tells a resumed run whether its schedule changed, the loss it trains on (label smoothing,
-distillation), its optimizer groups and the scheduler spec each config hands Lightning."""
+"""The LightningModule: OneCycle for runs of a few steps, the comparison that tells a resumed
+run whether its schedule changed, the loss it trains on (label smoothing, distillation), its
+optimizer groups, the scheduler spec each config hands Lightning, and (with a Trainer, six
+steps) the EMA weights swapped in for validation."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -150,3 +153,44 @@ def test_each_scheduler_config_reaches_lightning_as_its_spec(scheduler, expected
     if "type" in expected:  # OneCycle is told the run's length
         assert isinstance(spec["scheduler"], expected["type"])
         assert spec["scheduler"].total_steps == 120
+
+
+def test_ema_validates_on_the_averaged_weights_and_trains_on_the_raw_ones(tmp_path):
+    """callbacks=ema (Lightning's EMAWeightAveraging): validation sees the averaged weights,
+    which differ from the raw ones the optimizer moves, and training resumes on the raw ones."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from mnist_lab.data.datamodule import MNISTDataModule
+    from mnist_lab.models import LeNet5
+    from mnist_lab.training.module import Classifier
+
+    def weights(module: L.LightningModule) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in module.net.parameters()]
+
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    class Probe(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            seen["raw"] = weights(module)
+
+        def on_validation_batch_start(self, trainer, module, *args):
+            seen["validated"] = weights(module)
+
+        def on_validation_end(self, trainer, module):
+            seen["after"] = weights(module)
+
+    ema = EMAWeightAveraging(decay=0.5)
+    L.seed_everything(0)
+    sgd = functools.partial(torch.optim.SGD, lr=0.1)
+    module = Classifier(LeNet5(), optimizer=sgd, channels_last=False)
+    trainer = L.Trainer(
+        max_steps=6, limit_val_batches=1, num_sanity_val_steps=0, val_check_interval=6,
+        callbacks=[ema, Probe()], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=MNISTDataModule(batch_size=32, eval_batch_size=64))
+    averaged = [p.detach() for p in ema._average_model.module.net.parameters()]
+    assert all(torch.equal(v, a) for v, a in zip(seen["validated"], averaged, strict=True))
+    assert not all(torch.equal(v, r) for v, r in zip(seen["validated"], seen["raw"], strict=True))
+    assert all(torch.equal(a, r) for a, r in zip(seen["after"], seen["raw"], strict=True))
