@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,54 @@ BENCHMARKS = [
 DEFAULT = ["machine", "data", "loop", "time", "accuracy"]  # `bench` without names
 
 
+def _compile_lines(c: dict[str, Any] | None) -> list[str]:
+    if not c:
+        return []
+    return [
+        f"compile   {c['setting']}: eager {c['eager_images_per_s']:,} img/s, torch.compile "
+        f"{c['compiled_images_per_s']:,} img/s (x{c['compiled_vs_eager']}) after "
+        f"{c['compile_seconds']} s of compiling"
+    ]
+
+
+def _data_lines(d: dict[str, Any]) -> list[str]:
+    theirs = max(d["torchvision_images_per_s"].values())
+    return [
+        f"data      ours {d['ours_images_per_s']:,} img/s vs torchvision {theirs:,} img/s: "
+        f"x{d['ratio']}"
+    ]
+
+
+def _loop_lines(lp: dict[str, Any]) -> list[str]:
+    per = f"per {lp['batches']} batches: ratio {lp['ratio']}"
+    return [
+        f"loop      lightning {lp['lightning_s_per_epoch']} s vs plain "
+        f"{lp['plain_s_per_epoch']} s {per}"
+    ]
+
+
+def _time_lines(tm: dict[str, Any]) -> list[str]:
+    spread = f"{tm['test_acc_mean']:.2%} ± {tm['test_acc_std']:.2%} over {tm['seeds']} seeds"
+    lines = [
+        f"time      {tm['preset']} ({tm['precision']}): final test acc {spread} (min "
+        f"{tm['test_acc_min']:.2%}), median train_seconds {tm['train_seconds_median']:.1f}"
+    ]
+    for t, s in tm.get("first_crossing_on_test_set", {}).items():
+        lines.append(
+            f"          first crossing of {float(t):.1%} (chosen on the test set): median "
+            f"{s['median_s']} s, reached {s['reached']}"
+        )
+    return lines
+
+
+# One summary line (or a few) per sub-benchmark in the result, in this order.
+SECTIONS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "data": _data_lines,
+    "loop": _loop_lines,
+    "time": _time_lines,
+}
+
+
 def format_table(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
@@ -56,43 +105,16 @@ def format_table(result: dict[str, Any]) -> str:
             f"{mb['auto']['channels_last']} ({mb['auto_vs_fastest']:.0%} of the fastest, "
             f"{mb['fastest']})"
         )
-        if mb.get("compile"):
-            c = mb["compile"]
-            lines.append(
-                f"compile   {c['setting']}: eager {c['eager_images_per_s']:,} img/s, "
-                f"torch.compile {c['compiled_images_per_s']:,} img/s (x{c['compiled_vs_eager']}) "
-                f"after {c['compile_seconds']} s of compiling"
-            )
+        lines += _compile_lines(mb.get("compile"))
     for name, row in result.get("families", {}).items():
         rates = row["images_per_s"]
         lines.append(
             f"family    {name:36s} float32 {rates['32']:>6,} img/s, bf16 {rates['bf16-mixed']:>6,} "
             f"(x{row['bf16_vs_fp32']}) -> auto {row['auto']}"
         )
-    if "data" in result:
-        d = result["data"]
-        lines.append(
-            f"data      ours {d['ours_images_per_s']:,} img/s vs torchvision "
-            f"{max(d['torchvision_images_per_s'].values()):,} img/s: x{d['ratio']}"
-        )
-    if "loop" in result:
-        lp = result["loop"]
-        lines.append(
-            f"loop      lightning {lp['lightning_s_per_epoch']} s vs plain "
-            f"{lp['plain_s_per_epoch']} s per {lp['batches']} batches: ratio {lp['ratio']}"
-        )
-    if "time" in result:
-        tm = result["time"]
-        lines.append(
-            f"time      {tm['preset']} ({tm['precision']}): final test acc "
-            f"{tm['test_acc_mean']:.2%} ± {tm['test_acc_std']:.2%} over {tm['seeds']} seeds "
-            f"(min {tm['test_acc_min']:.2%}), median train_seconds {tm['train_seconds_median']:.1f}"
-        )
-        for t, s in tm.get("first_crossing_on_test_set", {}).items():
-            lines.append(
-                f"          first crossing of {float(t):.1%} (chosen on the test set): median "
-                f"{s['median_s']} s, reached {s['reached']}"
-            )
+    for key, section in SECTIONS.items():
+        if key in result:
+            lines += section(result[key])
     for preset, row in result.get("accuracy", {}).items():
         ens = (
             f"{row['ensemble']:.4f}, +TTA {row['ensemble_tta']:.4f} (validation "

@@ -19,7 +19,14 @@ import lightning as L
 import torch
 
 from mnist_lab.data.augment import Augment
-from mnist_lab.data.files import ensure_files, normalize, raw_dir, read_splits, to_unit
+from mnist_lab.data.files import (
+    check_val_size,
+    ensure_files,
+    normalize,
+    raw_dir,
+    read_splits,
+    to_unit,
+)
 from mnist_lab.data.loader import Batch, EpochSampler, TensorBatchLoader
 from mnist_lab.errors import ConfigError
 from mnist_lab.paths import default_data_dir
@@ -59,8 +66,7 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
-        if not 0 < val_size < 60_000:
-            raise ConfigError(f"data.val_size must be between 1 and 59999, got {val_size}")
+        check_val_size(val_size)  # refused as the config is instantiated, before any data
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.download = val_size, split_seed, download
         self.preload_to_device, self.seed = preload_to_device, seed

@@ -145,16 +145,22 @@ def read_file(raw: Path, file: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("test", "val")  # what a trained model is scored on: never its training images
 VAL_SIZE, SPLIT_SEED = 5_000, 12345  # conf/data/mnist.yaml's data.val_size, data.split_seed
+
+
+def check_val_size(val_size: int) -> None:
+    """The validation split must leave images on both sides of the 60,000 training files."""
+    n = FILES["train"][2]
+    if not 0 < val_size < n:
+        raise ConfigError(f"data.val_size must be between 1 and {n - 1}, got {val_size}")
 
 
 def holdout(val_size: int = VAL_SIZE, split_seed: int = SPLIT_SEED) -> dict[str, torch.Tensor]:
     """Indices into the 60,000 training files of the ``train`` and ``val`` splits: a seeded
     permutation, so a run's validation images can be rebuilt from its config alone."""
-    n = FILES["train"][2]
-    if not 0 < val_size < n:
-        raise ConfigError(f"data.val_size must be between 1 and {n - 1}, got {val_size}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    check_val_size(val_size)
+    perm = torch.randperm(FILES["train"][2], generator=torch.Generator().manual_seed(split_seed))
     return {"train": perm[val_size:], "val": perm[:val_size]}
 
 

@@ -13,7 +13,7 @@ from typing import Any, cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.data.files import load_split
+from mnist_lab.data.files import EVAL_SPLITS, load_split
 from mnist_lab.errors import ConfigError
 from mnist_lab.evaluation.inference import accuracy, predict_proba
 from mnist_lab.training.checkpoint import load_net, resolve_checkpoints, run_config
@@ -71,14 +71,11 @@ def validation_split(
     return load_split("val", data_dir, **{k: v for k, v in split.items() if v is not None})
 
 
-SPLITS = ("test", "val")  # what an ensemble may be evaluated on (never the training images)
-
-
 def ensemble(cfg: DictConfig) -> dict[str, Any]:
     """The ensemble of ``cfg.ckpts`` on the test set (or on the runs' validation images)."""
-    if cfg.split not in SPLITS:
+    if cfg.split not in EVAL_SPLITS:
         raise ConfigError(
-            f"split={cfg.split!r} (conf/ensemble.yaml): choose one of {', '.join(SPLITS)}"
+            f"split={cfg.split!r} (conf/ensemble.yaml): choose one of {', '.join(EVAL_SPLITS)}"
         )
     # A ListConfig converts to a list (the stubs give to_container one type for every node).
     ckpts = (

@@ -3,7 +3,7 @@
 Writes ``metrics.json``, ``per_class.md``, ``confusion_matrix.png``, ``errors.png``,
 ``reliability.png`` and (when the checkpoint comes from a run directory with logs)
 ``curves.png`` into ``<run dir>/eval/``; with ``robustness=true`` also the corruption suite's
-report into ``<run dir>/robustness/`` (see ``mnist_lab.robustness``).
+report into ``<run dir>/robustness/`` (:mod:`mnist_lab.evaluation.robustness`).
 """
 
 from __future__ import annotations

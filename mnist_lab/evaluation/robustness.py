@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab import runs
 from mnist_lab.data.corruptions import CORRUPTIONS, SUITE_SEED, corrupt
-from mnist_lab.data.files import load_split
+from mnist_lab.data.files import EVAL_SPLITS, load_split
 from mnist_lab.errors import ConfigError
 from mnist_lab.evaluation.figures import robustness_figure, save
 from mnist_lab.evaluation.inference import accuracy, probabilities
@@ -27,7 +27,6 @@ from mnist_lab.serving.predictor import Predictor
 from mnist_lab.training.checkpoint import run_dir_of
 
 log = logging.getLogger(__name__)
-SPLITS = ("test", "val")  # never the training images
 
 
 def corruption_names(selection: Any) -> list[str]:
@@ -115,7 +114,7 @@ def evaluate_robustness(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     names = corruption_names(
         OmegaConf.to_object(selection) if OmegaConf.is_list(selection) else selection
     )
-    if cfg.split not in SPLITS:
+    if cfg.split not in EVAL_SPLITS:
         raise ConfigError(f"split={cfg.split} is not supported: use split=test or split=val")
     predictor = load_predictor(cfg.ckpt_path, threads=cfg.threads)
     data = cfg.data

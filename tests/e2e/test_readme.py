@@ -68,10 +68,10 @@ COVERED_ELSEWHERE = {
     "mnist_lab.ensemble": "test_ensemble.py::test_ensemble_command_averages_probabilities",
     "mnist_lab.bench --quick": "test_bench.py::test_quick_bench_writes_a_complete_json",
     "mnist_lab.bench machine --out": (
-        "test_hardware.py::test_bench_machine_reports_the_machine_and_what_auto_picks"
+        "test_bench_machine.py::test_bench_machine_reports_the_machine_and_what_auto_picks"
     ),
     "ONEDNN_MAX_CPU_ISA=AVX2 python -m mnist_lab.bench machine": (
-        "test_hardware.py::test_an_avx2_only_cpu_reports_emulated_bf16_and_resolves_to_float32"
+        "test_bench_machine.py::test_an_avx2_only_cpu_reports_emulated_bf16_and_resolves_to_float32"
     ),
     "output=json": "test_predict.py::test_rendered_phone_photos_are_read",
     "mnist_lab.photos out=": "test_predict.py::test_rendered_phone_photos_are_read",
