@@ -14,7 +14,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: help install lock data browser notebooks train test test-fast lint format clean
+.PHONY: help install lock data browser notebooks train model test test-fast lint format clean
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -92,6 +92,9 @@ notebooks: $(LAB) data  ## JupyterLab on notebooks/ (installs it into .venv firs
 
 train: install  ## train once: make train ARGS="model=resnet optimizer=sgd"
 	$(BIN)/python -m mnist_lab.train $(ARGS)
+
+model: install  ## rebuild the model shipped in mnist_lab/serving/model/ (ARGS="--preset fast")
+	$(BIN)/python -m mnist_lab.ship $(ARGS)
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_lab.errors import ConfigError
 from mnist_lab.paths import CONFIG_DIR as CONFIG_DIR  # re-exported for the commands
-from mnist_lab.paths import PROJECT_ROOT, default_data_dir
+from mnist_lab.paths import PROJECT_ROOT, SHIPPED_MODEL, default_data_dir
 
 
 def is_interactive() -> bool:
@@ -46,6 +46,7 @@ def short_run(fast_dev_run: Any, limit_train_batches: Any) -> bool:
 RESOLVERS: dict[str, Callable[..., Any]] = {
     "project_root": lambda: str(PROJECT_ROOT),
     "default_data_dir": default_data_dir,
+    "shipped_model": lambda: str(SHIPPED_MODEL),
     "interactive": is_interactive,
     "run_label": run_label,
     "short_run": short_run,

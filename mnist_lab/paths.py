@@ -13,3 +13,8 @@ CONFIG_DIR = str(PROJECT_ROOT / "conf")
 def default_data_dir() -> str:
     """``$MNIST_DATA_DIR`` when set (CI, offline machines), else ``data/`` in the project."""
     return os.environ.get("MNIST_DATA_DIR") or str(PROJECT_ROOT / "data")
+
+
+# The model that ships with the repo (`python -m mnist_lab.ship` rebuilds it, with its card
+# beside it): what `predict` and `serve` answer with when no ckpt_path is given.
+SHIPPED_MODEL = Path(__file__).resolve().parent / "serving" / "model" / "digits.onnx"

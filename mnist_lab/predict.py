@@ -9,6 +9,7 @@ MNIST-style preprocessing as the server and the draw-a-digit page
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, cast
 
 import hydra
@@ -20,6 +21,7 @@ from mnist_lab.errors import ImageError, entry_point
 from mnist_lab.evaluation.loading import load_predictor
 from mnist_lab.serving.preprocess import image_paths, read_image, to_mnist
 
+log = logging.getLogger(__name__)
 OUTPUTS = ("text", "json")
 
 
@@ -34,6 +36,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], list[str]]:
         else cfg.images
     )
     predictor = load_predictor(cfg.ckpt_path, threads=cfg.threads)
+    log.info("answering with %s", predictor.name)  # stderr: output=json keeps stdout pure
     results, errors, batch = [], [], []
     for path in image_paths(images):
         try:

@@ -133,13 +133,14 @@ def _run_warm(module: str, args: list[str], cwd: Path, timeout: int) -> subproce
 
 @contextlib.contextmanager
 def running_server(
-    model: str,
+    model: str | None,
     *overrides: str,
     cold: bool = False,
     env: dict[str, str] | None = None,
     log: Path | None = None,
 ) -> Iterator[str]:
-    """``python -m mnist_lab.serve ckpt_path=MODEL`` on a free port, warm unless ``cold=True``
+    """``python -m mnist_lab.serve ckpt_path=MODEL`` (None: the shipped model) on a free port,
+    warm unless ``cold=True``
     (what a user starts; and the only way to see a torch-free ONNX server's own imports and
     memory, tests/test_serve.py; ``env`` and ``log`` are for those); yields its URL once
     ``/health`` answers."""
@@ -150,7 +151,8 @@ def running_server(
             yield url
         return
     port = free_port()
-    args = [f"ckpt_path={model}", f"port={port}", "log_level=warning", *overrides]
+    model_args = [f"ckpt_path={model}"] if model is not None else []
+    args = [*model_args, f"port={port}", "log_level=warning", *overrides]
     with tempfile.TemporaryDirectory() as tmp:
         proc = start_module("mnist_lab.serve", *args, log_dir=Path(tmp))
         try:

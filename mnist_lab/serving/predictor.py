@@ -10,6 +10,7 @@ file needs only ONNX Runtime and numpy (about 1/4 of the memory, a start in abou
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +51,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def model_card(path: Path) -> dict[str, Any]:
+    """What ``export`` (and ``ship``, for the shipped model) wrote beside an ``.onnx`` file:
+    parity, accuracy, size; {} when there is none."""
+    card = path.with_name(path.name + ".json")
+    try:
+        return dict(json.loads(card.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 class OnnxPredictor:
     """An exported ``.onnx`` model (normalisation inside the graph), in ONNX Runtime."""
 
@@ -57,6 +68,10 @@ class OnnxPredictor:
         self.path = Path(path)
         self.session = onnx_session(self.path, threads)
         self.name = self.path.name
+        card = model_card(self.path)
+        if "recipe" in card:  # the shipped model says what it is
+            self.name += f" (shipped: {card['recipe']} seed {card['seed']}, "
+            self.name += f"test acc {card['test/acc']:.2%})"
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         x = images[:, None].astype(np.float32) / 255.0  # the graph normalises from [0, 1]

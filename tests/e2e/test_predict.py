@@ -6,10 +6,11 @@ import csv
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import render_photo, run_module
+from tests.helpers import render_photo, run_module, running_server
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,23 @@ def test_predict_text_output_and_bad_files(good_run, photos, tmp_path):
         check=False,
     )
     assert missing.returncode == 1 and "nope.ckpt: no such file" in missing.stderr
+
+
+def test_predict_and_serve_answer_with_the_shipped_model_without_a_ckpt_path(photos, tmp_path):
+    """Right after `make install`: no training, no ckpt_path; the output says which model."""
+    _, truth = photos
+    paths = sorted(truth)[:20]
+    proc = run_module(
+        "mnist_lab.predict", f"images=[{','.join(paths)}]", "output=json",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [a["path"] for a in answers] == paths  # stdout: nothing but the JSON lines
+    assert sum(a["digit"] == truth[a["path"]] for a in answers) >= 18
+    assert "answering with digits.onnx (shipped: experiment=" in proc.stderr
+    with running_server(None) as url:
+        health = httpx.get(f"{url}/health").json()
+        assert health["model"].startswith("digits.onnx (shipped: experiment=")
+        files = {"file": ("d.jpg", Path(paths[0]).read_bytes(), "image/jpeg")}
+        r = httpx.post(f"{url}/predict", files=files)
+        assert r.status_code == 200 and r.json()["digit"] == answers[0]["digit"], r.text

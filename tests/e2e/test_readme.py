@@ -57,6 +57,9 @@ COVERED_ELSEWHERE = {
         "test_reports.py::test_eval_agrees_with_train_on_the_same_checkpoint"
     ),
     "images=[my_7.jpg,scans/]": "test_predict.py::test_predict_text_output_and_bad_files",
+    "predict images=[my_digit.jpg]": (
+        "test_predict.py::test_predict_and_serve_answer_with_the_shipped_model_without_a_ckpt_path"
+    ),
     "mnist_lab.report": "test_reports.py::test_report_ranks_the_four_jobs",
     "mnist_lab.robustness ckpt_path=": (
         "test_robustness.py::test_robustness_report_for_a_run_and_its_onnx_export"
