@@ -100,7 +100,7 @@ model: install  ## rebuild the model shipped in mnist_lab/serving/model/ (ARGS="
 PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-test: install browser $(LAB)  ## every test (~12 min on 2 cores)
+test: install browser $(LAB)  ## every test: tests/unit + tests/e2e (~12-15 min on 2 cores)
 	@$(call PYTEST,)
 
 test-fast: install  ## the edit-and-check loop: the unit tests, tests/unit (~1 min)
