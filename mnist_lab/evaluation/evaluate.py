@@ -74,7 +74,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     if cfg.robustness:  # the corruption suite, into <run>/robustness (as `robustness` writes)
         limit = cfg.robustness_limit or len(images)
         robust = run_suite(
-            TorchPredictor.of(net, ckpt, run_config),
+            TorchPredictor(ckpt, loaded=(net, run_config)),
             images[:limit],
             labels[:limit],
             default_out(ckpt, out / "robustness"),

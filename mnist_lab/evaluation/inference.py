@@ -51,32 +51,29 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def probabilities(predictor: Predictor, images: torch.Tensor) -> torch.Tensor:
-    """Any predictor (ONNX Runtime or PyTorch) on a uint8 image tensor, as a tensor."""
-    if isinstance(predictor, TorchPredictor):
-        return predictor.predict(images)
+    """Any predictor (ONNX Runtime or PyTorch) on a uint8 image tensor, as a tensor (numpy
+    and torch share the memory both ways: no copy for a checkpoint's net)."""
     return torch.from_numpy(predictor.probabilities(images.cpu().numpy()))
 
 
 class TorchPredictor:
-    """The net of a Lightning checkpoint (or a run directory's best one), in PyTorch."""
+    """The net of a Lightning checkpoint (or a run directory's best one), in PyTorch.
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    ``loaded``: the net and run config already loaded from ``path`` (eval's robustness report
+    reuses the net it tested: one checkpoint load, not two).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        loaded: tuple[nn.Module, dict[str, Any]] | None = None,
+    ) -> None:
         if threads:
             torch.set_num_threads(threads)
-        self.path = resolve_checkpoints(str(path))[0]
-        self.net, config = load_net(self.path)
+        self.path = Path(path) if loaded else resolve_checkpoints(str(path))[0]
+        self.net, config = loaded or load_net(self.path)
         self.name = f"{config['model']['_target_'].rsplit('.', 1)[-1]} ({self.path})"
 
-    @classmethod
-    def of(cls, net: nn.Module, path: Path, config: dict[str, Any]) -> TorchPredictor:
-        """A net already loaded from ``path`` (eval's robustness report: one load, not two)."""
-        predictor = cls.__new__(cls)
-        predictor.path, predictor.net = path, net
-        predictor.name = f"{config['model']['_target_'].rsplit('.', 1)[-1]} ({path})"
-        return predictor
-
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_proba(self.net, images)
-
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        return self.predict(torch.from_numpy(images)).numpy()
+        return predict_proba(self.net, torch.from_numpy(images)).numpy()
