@@ -75,6 +75,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "clean_acc": "accuracy on the clean images",
         "corruptions": "accuracy per corruption",
         "mean_corrupt_acc": "mean over the suite",
+        "cross_source": "accuracy per cross-source condition (other writers and scanners)",
+        "mean_cross_source_acc": "mean over the cross-source suite",
         "model": "the checkpoint or ONNX file tested",
     },
 }

@@ -141,7 +141,8 @@ def format_table(result: dict[str, Any]) -> str:
         ratio = next(v for k, v in row.items() if k.startswith("time_vs_"))
         lines.append(
             f"robust    {preset:10s} clean {row['test_acc_mean']:.2%}, mean over the suite "
-            f"{row['mean_corrupt_acc_mean']:.2%} ({row['seeds']} seeds), median "
+            f"{row['mean_corrupt_acc_mean']:.2%}, cross-source "
+            f"{row['mean_cross_source_acc_mean']:.2%} ({row['seeds']} seeds), median "
             f"{row['train_seconds_median']:.1f} s ({ratio:.2f}x)"
         )
     return "\n".join(lines)

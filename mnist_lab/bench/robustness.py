@@ -40,18 +40,24 @@ def bench_robustness(quick: bool, presets: list[str], seeds: int) -> dict[str, A
                     "precision": metrics["precision"],
                     "mean_corrupt_acc": suite["mean_corrupt_acc"],
                     "corruptions": suite["corruptions"],
+                    "mean_cross_source_acc": suite["mean_cross_source_acc"],
+                    "cross_source": suite["cross_source"],
                 }
             )
     base = presets[0]
     table = {}
     for preset, rows in runs.items():
-        names = list(rows[0]["corruptions"])
+        names, cross = list(rows[0]["corruptions"]), list(rows[0]["cross_source"])
         table[preset] = {
             "seeds": seeds,
             "test_acc_mean": statistics.mean(r["test_acc"] for r in rows),
             "mean_corrupt_acc_mean": statistics.mean(r["mean_corrupt_acc"] for r in rows),
             "corruptions_mean": {
                 n: round(statistics.mean(r["corruptions"][n] for r in rows), 5) for n in names
+            },
+            "mean_cross_source_acc_mean": statistics.mean(r["mean_cross_source_acc"] for r in rows),
+            "cross_source_mean": {
+                n: round(statistics.mean(r["cross_source"][n] for r in rows), 5) for n in cross
             },
             "train_seconds_median": statistics.median(r["train_seconds"] for r in rows),
             f"time_vs_{base}_median": round(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnist_lab.data.augment import warp
+from mnist_lab.data.augment import dilate, warp
 from mnist_lab.errors import ConfigError
 
 Corruption = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]
@@ -280,16 +280,112 @@ CORRUPTIONS: dict[str, Corruption] = {
 }
 
 
+# --------------------------------------------------------------------------- other sources
+# What other writers and other scanning pipelines than NIST's do to a digit: an MNIST model
+# meets them on USPS-like forms, old scans and phone apps (docs/robustness.md, "Cross-source").
+def lowres(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A low-resolution scan: area-downsampled to 8-16 px (per image) and bilinearly blown up
+    again to 28 px, as a 16x16 USPS digit or a fax is when an MNIST model reads it."""
+    x, out = _float(x), torch.empty(len(x), 1, 28, 28)
+    sides = rng.integers(8, 17, size=len(x))
+    for side in np.unique(sides):
+        at = torch.from_numpy(np.flatnonzero(sides == side))
+        small = F.interpolate(x[at], size=(int(side),) * 2, mode="area")
+        out[at] = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False)
+    return _uint8(out)
+
+
+def _refit(x: torch.Tensor, side: int, stretch: float, interpolation: int) -> np.ndarray:
+    """Each digit's ink box (pixels > 30) resized into a ``side`` x ``side`` frame and centred
+    by its box: the longer axis fills the frame; the shorter one is stretched towards filling
+    it too, at most ``stretch`` times the aspect-kept fit (1: aspect kept). Float32 [N, side,
+    side] on the 0-255 scale."""
+    out = np.zeros((len(x), side, side), np.float32)
+    for i, img in enumerate(x.numpy()):
+        ys, xs = np.nonzero(img > 30)
+        if len(ys) == 0:
+            continue
+        top, left = ys.min(), xs.min()
+        h, w = ys.max() - top + 1, xs.max() - left + 1
+        fit = side / max(h, w)
+        nh = max(1, round(h * min(side / h, stretch * fit)))
+        nw = max(1, round(w * min(side / w, stretch * fit)))
+        crop = img[top : top + h, left : left + w].astype(np.float32)
+        r, c = (side - nh) // 2, (side - nw) // 2
+        out[i, r : r + nh, c : c + nw] = cv2.resize(crop, (nw, nh), interpolation=interpolation)
+    return out
+
+
+def box_fill(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Box-filling normalisation: the ink's bounding box stretched to fill the 20x20 box on each
+    axis (aspect ratio not kept, at most 2x against MNIST's aspect-keeping fit) and centred by
+    its box, not by its centre of mass."""
+    filled = np.zeros((len(x), 28, 28), np.float32)
+    filled[:, 4:24, 4:24] = _refit(x, 20, 2.0, cv2.INTER_LINEAR)
+    return torch.from_numpy(filled.clip(0, 255).round().astype(np.uint8))
+
+
+def usps_frame(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A USPS digit as domain-adaptation benchmarks feed it to an MNIST model: the ink fitted to
+    a 16x16 frame with no margin (aspect kept), then blown up to 28x28, so the digit fills the
+    whole image where MNIST leaves a 4-px border (and is 40 % larger)."""
+    frames = torch.from_numpy(_refit(x, 16, 1.0, cv2.INTER_AREA)).unsqueeze(1) / 255
+    return _uint8(F.interpolate(frames, size=(28, 28), mode="bilinear"))
+
+
+def thick_pen(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A felt-tip or marker: strokes ~3 px wider (a 3x3 dilation and half of another), beyond
+    MNIST's widest and the robust augmentation's one dilation."""
+    once = dilate(_float(x))
+    return _uint8(once + 0.5 * (dilate(once) - once))
+
+
+def thin_pen(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A fine pen: strokes ~1 px thinner, eroded at twice the resolution (a 3x3 erosion at 56 px
+    takes half a pixel off each side at 28 px), contrast restored to full white."""
+    big = F.interpolate(_float(x), scale_factor=2, mode="bilinear", align_corners=False)
+    thin = F.avg_pool2d(-dilate(-big), 2)
+    top = thin.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+    return _uint8(thin / top)
+
+
+def slant(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Another writer population's habits: slant (shear) uniform in ±0.35 rad (20°) plus a tilt
+    uniform in ±12°, both at once, where the suite's shear and rotate take one at a time."""
+    n = len(x)
+    shear_deg = torch.from_numpy(rng.uniform(-1, 1, n)).float() * math.degrees(0.35)
+    angle = torch.from_numpy(rng.uniform(-12, 12, n)).float()
+    return _uint8(_affine(_float(x), angle, shear_deg=shear_deg))
+
+
+def binarize(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A 1-bit scanner or a thresholding app: ink or paper, no anti-aliased grey edge (NIST's
+    forms were scanned binary; MNIST's grey levels come from its resampling)."""
+    return (x >= 128).to(torch.uint8) * 255
+
+
+CROSS_SOURCE: dict[str, Corruption] = {
+    "lowres": lowres,
+    "box_fill": box_fill,
+    "usps_frame": usps_frame,
+    "thick_pen": thick_pen,
+    "thin_pen": thin_pen,
+    "slant": slant,
+    "binarize": binarize,
+}
+CONDITIONS = CORRUPTIONS | CROSS_SOURCE  # every name `corrupt` knows, both suites
+
+
 SUITE_SEED = 0  # the seed of the reported numbers (robustness and eval robustness=true)
 
 
 def corrupt(name: str, images: torch.Tensor, seed: int = SUITE_SEED) -> torch.Tensor:
     """``images`` (uint8 [N, 28, 28]) under corruption ``name``, seeded by (seed, name) so that
     each corruption's randomness does not depend on which others ran before it."""
-    if name not in CORRUPTIONS:
+    if name not in CONDITIONS:
         raise ConfigError(
-            f"unknown corruption {name!r}: choose from {', '.join(CORRUPTIONS)} "
+            f"unknown corruption {name!r}: choose from {', '.join(CONDITIONS)} "
             "(config key `corruptions` in conf/robustness.yaml)"
         )
     rng = np.random.default_rng([seed, *name.encode()])
-    return CORRUPTIONS[name](images.cpu(), rng)
+    return CONDITIONS[name](images.cpu(), rng)

@@ -79,7 +79,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
             labels[:limit],
             default_out(ckpt, out / "robustness"),
         )
-        report["robustness"] = {k: robust[k] for k in ("clean_acc", "mean_corrupt_acc")}
+        report["robustness"] = {
+            k: robust[k] for k in ("clean_acc", "mean_corrupt_acc", "mean_cross_source_acc")
+        }
     runs.write_metrics(out, "eval", report)
     (out / "per_class.md").write_text(per_class_markdown(report["per_class"]))
     save(

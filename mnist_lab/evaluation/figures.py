@@ -171,7 +171,7 @@ def robustness_figure(
     clean_acc: float,
 ) -> Figure:
     """Left: the same digits clean and under every corruption (one row each). Right: accuracy
-    per corruption, clean on top, the mean over the suite as a dashed line."""
+    per corruption, clean on top, the mean over the conditions shown as a dashed line."""
     names = list(examples)
     k = len(clean)
     fig = plt.figure(figsize=(7 + k * 0.6, 0.5 * (len(names) + 1) + 0.8))
@@ -200,5 +200,5 @@ def robustness_figure(
     bars.invert_yaxis()
     low = min(values)
     bars.set_xlim(max(0.0, 100 * low - 5), 100)
-    bars.set_xlabel(f"test accuracy (%); dashed: mean over the suite {100 * mean:.2f} %")
+    bars.set_xlabel(f"test accuracy (%); dashed: mean over these {100 * mean:.2f} %")
     return fig

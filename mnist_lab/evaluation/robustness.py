@@ -2,9 +2,11 @@
 ``eval robustness=true`` and ``bench robustness``.
 
 Runs the 10,000 test digits through the corruption suite (mnist_lab/data/corruptions.py, modelled on
-MNIST-C) and writes ``<run>/robustness/metrics.json`` (``clean_acc``, ``corruptions``: name ->
-accuracy, ``mean_corrupt_acc``) and ``robustness.png`` (examples per corruption and the
-accuracy bars), and prints the table. ``eval robustness=true`` runs it after the eval report.
+MNIST-C) and the cross-source suite (what other writers and scanners do: low resolution, box
+filling, pen widths, slant, binarisation) and writes ``<run>/robustness/metrics.json``
+(``clean_acc``, ``corruptions``: name -> accuracy, ``mean_corrupt_acc``, ``cross_source``,
+``mean_cross_source_acc``) and ``robustness.png`` (examples per condition and the accuracy
+bars), and prints the table. ``eval robustness=true`` runs it after the eval report.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab import runs
-from mnist_lab.data.corruptions import CORRUPTIONS, SUITE_SEED, corrupt
+from mnist_lab.data.corruptions import CONDITIONS, CORRUPTIONS, CROSS_SOURCE, SUITE_SEED, corrupt
 from mnist_lab.data.files import EVAL_SPLITS, load_split
 from mnist_lab.errors import ConfigError
 from mnist_lab.evaluation.figures import robustness_figure, save
@@ -30,17 +32,24 @@ log = logging.getLogger(__name__)
 
 
 def corruption_names(selection: Any) -> list[str]:
-    """``all`` or a list of names -> the names, checked against the suite."""
-    if selection in (None, "all"):
-        return list(CORRUPTIONS)
+    """``all`` (both suites), ``mnist_c``, ``cross_source`` or a list of names -> the names,
+    checked against the suites."""
+    groups = {"all": list(CONDITIONS), "mnist_c": list(CORRUPTIONS)}
+    groups["cross_source"] = list(CROSS_SOURCE)
+    if selection is None or (isinstance(selection, str) and selection in groups):
+        return groups[selection or "all"]
     names = [selection] if isinstance(selection, str) else list(selection)
-    unknown = [n for n in names if n not in CORRUPTIONS]
+    unknown = [n for n in names if n not in CONDITIONS]
     if unknown or not names:
         raise ConfigError(
-            f"corruptions={names}: unknown {unknown}; use `all` or a list of "
-            f"{', '.join(CORRUPTIONS)} (conf/robustness.yaml)"
+            f"corruptions={names}: unknown {unknown}; use all, mnist_c, cross_source or a list "
+            f"of {', '.join(CONDITIONS)} (conf/robustness.yaml)"
         )
     return names
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 5) if values else None
 
 
 def robustness_report(
@@ -60,10 +69,14 @@ def robustness_report(
         accuracies[name] = round(accuracy(probabilities(predictor, corrupted), labels), 5)
         shown[name] = corrupted[:examples]
         log.info("%-14s %.2f %%", name, 100 * accuracies[name])
+    mnist_c = {n: a for n, a in accuracies.items() if n in CORRUPTIONS}
+    cross = {n: a for n, a in accuracies.items() if n in CROSS_SOURCE}
     report = {
         "clean_acc": round(clean_acc, 5),
-        "corruptions": accuracies,
-        "mean_corrupt_acc": round(sum(accuracies.values()) / len(accuracies), 5),
+        "corruptions": mnist_c,
+        "mean_corrupt_acc": _mean(list(mnist_c.values())),
+        "cross_source": cross,
+        "mean_cross_source_acc": _mean(list(cross.values())),
         "n_images": len(images),
         "seed": seed,
     }
@@ -72,8 +85,13 @@ def robustness_report(
 
 def table(report: dict[str, Any]) -> str:
     lines = ["| corruption | accuracy |", "|---|---:|", f"| clean | {report['clean_acc']:.2%} |"]
-    lines += [f"| {name} | {acc:.2%} |" for name, acc in report["corruptions"].items()]
-    lines.append(f"| **mean over the suite** | **{report['mean_corrupt_acc']:.2%}** |")
+    for group, mean, title in (
+        ("corruptions", "mean_corrupt_acc", "the suite (MNIST-C)"),
+        ("cross_source", "mean_cross_source_acc", "the cross-source suite"),
+    ):
+        if report.get(group):
+            lines += [f"| {name} | {acc:.2%} |" for name, acc in report[group].items()]
+            lines.append(f"| **mean over {title}** | **{report[mean]:.2%}** |")
     return "\n".join(lines) + "\n"
 
 
@@ -91,13 +109,14 @@ def run_suite(
     robustness.png into ``out``."""
     images, labels = images.cpu(), labels.cpu()
     report, shown = robustness_report(
-        predictor, images, labels, names or list(CORRUPTIONS), seed, examples
+        predictor, images, labels, names or list(CONDITIONS), seed, examples
     )
     report |= {"model": str(predictor.path)} | (extra or {})
     out.mkdir(parents=True, exist_ok=True)
     runs.write_metrics(out, "robustness", report)
     (out / "table.md").write_text(table(report))
-    figure = robustness_figure(images[:examples], shown, report["corruptions"], report["clean_acc"])
+    accuracies = report["corruptions"] | report["cross_source"]
+    figure = robustness_figure(images[:examples], shown, accuracies, report["clean_acc"])
     save(figure, out / "robustness.png")
     return report
 

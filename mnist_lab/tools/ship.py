@@ -75,6 +75,8 @@ def ship(
         "clean_acc": suite["clean_acc"],
         "suite_mean_acc": suite["mean_corrupt_acc"],
         "suite": suite["corruptions"],
+        "cross_source_mean_acc": suite["mean_cross_source_acc"],
+        "cross_source": suite["cross_source"],
         "rebuild": f"python -m mnist_lab.ship --preset {preset} --seed {seed}",
     }
     out.with_name(out.name + ".json").write_text(json.dumps(card, indent=2) + "\n")

@@ -98,7 +98,8 @@ def test_quick_augment_and_robustness_benchmarks(tmp_path):
     fast, lenet = result["robustness"]["fast"], result["robustness"]["lenet_baseline"]
     assert fast["time_vs_fast_median"] == 1.0 and lenet["time_vs_fast_median"] > 0
     assert len(fast["corruptions_mean"]) == 15 and 0 < fast["mean_corrupt_acc_mean"] <= 1
-    assert "mean over the suite" in proc.stdout and "ours" in proc.stdout
+    assert len(fast["cross_source_mean"]) == 7 and 0 < fast["mean_cross_source_acc_mean"] <= 1
+    assert "mean over the suite" in proc.stdout and "cross-source" in proc.stdout
 
 
 def test_accuracy_reuses_finished_runs_and_retrains_what_changed(tmp_path, capsys):

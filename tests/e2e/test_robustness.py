@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mnist_lab.data.corruptions import CORRUPTIONS
+from mnist_lab.data.corruptions import CORRUPTIONS, CROSS_SOURCE
 from tests.helpers import run_module
 
 
@@ -31,6 +31,11 @@ def test_robustness_report_for_a_run_and_its_onnx_export(good_run, onnx_export, 
     assert min(values) < report["clean_acc"]  # the suite costs accuracy somewhere
     assert (out / "robustness.png").stat().st_size > 20_000
     assert "| fog |" in proc.stdout and "mean over the suite" in proc.stdout
+    # the cross-source suite, reported apart so the MNIST-C mean keeps its meaning
+    assert set(report["cross_source"]) == set(CROSS_SOURCE)
+    cross = list(report["cross_source"].values())
+    assert report["mean_cross_source_acc"] == pytest.approx(sum(cross) / len(cross), abs=1e-4)
+    assert "| usps_frame |" in proc.stdout and "mean over the cross-source suite" in proc.stdout
     onnx, _ = onnx_export
     onnx_out = tmp_path / "onnx_rob"
     run_module(
@@ -38,13 +43,15 @@ def test_robustness_report_for_a_run_and_its_onnx_export(good_run, onnx_export, 
         f"ckpt_path={onnx}",
         "limit=300",
         f"out_dir={onnx_out}",
-        "corruptions=[fog,stripe,rotate]",
+        "corruptions=[fog,stripe,rotate,lowres]",
         f"hydra.run.dir={tmp_path / 'o'}",
     )
     from_onnx = json.loads((onnx_out / "metrics.json").read_text())
     assert list(from_onnx["corruptions"]) == ["fog", "stripe", "rotate"]
-    for name, acc in from_onnx["corruptions"].items():  # int8-quantised: within 2 images of 300
-        assert acc == pytest.approx(report["corruptions"][name], abs=2 / 300)
+    assert list(from_onnx["cross_source"]) == ["lowres"]
+    both, theirs = report["corruptions"] | report["cross_source"], from_onnx["corruptions"]
+    for name, acc in (theirs | from_onnx["cross_source"]).items():  # int8: within 2 of 300
+        assert acc == pytest.approx(both[name], abs=2 / 300)
 
 
 @pytest.mark.slow  # trained models and command subprocesses
@@ -60,7 +67,9 @@ def test_eval_can_include_the_suite(trained_runs, tmp_path):
     evaluated = json.loads((run / "eval" / "metrics.json").read_text())
     suite = json.loads((run / "robustness" / "metrics.json").read_text())
     assert evaluated["robustness"]["mean_corrupt_acc"] == suite["mean_corrupt_acc"]
+    assert evaluated["robustness"]["mean_cross_source_acc"] == suite["mean_cross_source_acc"]
     assert suite["n_images"] == 200 and len(suite["corruptions"]) == 15
+    assert len(suite["cross_source"]) == len(CROSS_SOURCE)
 
 
 @pytest.mark.slow  # trained models and command subprocesses

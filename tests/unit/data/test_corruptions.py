@@ -1,12 +1,12 @@
-"""The corruption suite (mnist_lab.data.corruptions): MNIST-C s fifteen corruptions, seeded,
-each doing what its name says."""
+"""The corruption suites (mnist_lab.data.corruptions): MNIST-C's fifteen corruptions and the
+six cross-source conditions, seeded, each doing what its name says."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mnist_lab.data.corruptions import CORRUPTIONS, corrupt
+from mnist_lab.data.corruptions import CONDITIONS, CORRUPTIONS, CROSS_SOURCE, corrupt
 
 RANDOM = {
     "shot_noise",
@@ -20,6 +20,8 @@ RANDOM = {
     "spatter",
     "dotted_line",
     "zigzag",
+    "lowres",
+    "slant",
 }
 
 
@@ -48,10 +50,14 @@ def extent(x: torch.Tensor) -> torch.Tensor:
 def test_the_suite_has_mnist_c_s_fifteen_corruptions():
     assert len(CORRUPTIONS) == 15
     assert {"fog", "canny_edges", "zigzag", "glass_blur", "stripe"} <= set(CORRUPTIONS)
-    assert RANDOM.issubset(CORRUPTIONS)  # the test below checks each name's seeding
+    assert set(CROSS_SOURCE) == {
+        "lowres", "box_fill", "usps_frame", "thick_pen", "thin_pen", "slant", "binarize"
+    }  # fmt: skip
+    assert RANDOM.issubset(CONDITIONS)  # the test below checks each name's seeding
+    assert not set(CORRUPTIONS) & set(CROSS_SOURCE)  # the two means never mix
 
 
-@pytest.mark.parametrize("name", list(CORRUPTIONS))
+@pytest.mark.parametrize("name", list(CONDITIONS))
 def test_each_corruption_changes_the_digits_reproducibly(name, digits):
     out = corrupt(name, digits, seed=0)
     assert out.shape == digits.shape and out.dtype == torch.uint8
@@ -89,3 +95,45 @@ def test_corruptions_do_what_their_names_say(digits):
 def test_unknown_corruption_names_the_choices(digits):
     with pytest.raises(ValueError, match=r"unknown corruption 'snow'.*fog"):
         corrupt("snow", digits)
+
+
+def ink_box(img: torch.Tensor) -> tuple[int, int, float, float]:
+    """Height, width and the box's centre (row, col) of one digit's ink (> 30)."""
+    ys, xs = torch.nonzero(img > 30, as_tuple=True)
+    h, w = int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+    return h, w, float(ys.max() + ys.min()) / 2, float(xs.max() + xs.min()) / 2
+
+
+def test_cross_source_conditions_do_what_their_names_say(digits):
+    ink = (digits > 127).sum((1, 2)).float()
+    binary = corrupt("binarize", digits)
+    assert set(binary.unique().tolist()) <= {0, 255}
+    assert torch.equal(binary > 0, digits >= 128)  # one threshold at mid-grey, nothing moved
+    thick, thin = corrupt("thick_pen", digits), corrupt("thin_pen", digits)
+    assert ((thick > 127).sum((1, 2)) / ink).median() > 1.8  # much wider strokes
+    thin_ink = (thin > 127).sum((1, 2)) / ink
+    assert 0.3 < thin_ink.median() < 0.85 and (thin.flatten(1).amax(1) == 255).all()
+    # Low resolution keeps where the ink is but smears its edges: total variation drops.
+    low = corrupt("lowres", digits).float()
+    assert (centre_of_mass(low) - centre_of_mass(digits)).abs().median() < 0.5
+    tv = lambda x: x.float().diff(dim=2).abs().sum((1, 2))  # noqa: E731
+    assert (tv(low) / tv(digits)).median() < 0.8
+    # Box filling: the longer side stays 20 px, the shorter one is stretched (at most 2x the
+    # aspect-kept fit), and the box, not the centre of mass, is centred.
+    filled = corrupt("box_fill", digits)
+    stretched = 0
+    for before, after in zip(digits, filled, strict=True):
+        h0, w0, _, _ = ink_box(before)
+        h, w, row, col = ink_box(after)
+        assert max(h, w) in (19, 20, 21) and abs(row - 13.5) <= 1 and abs(col - 13.5) <= 1
+        fit = 20 / max(h0, w0)
+        assert min(h, w) <= 2 * fit * min(h0, w0) + 2
+        stretched += min(h, w) > fit * min(h0, w0) + 2
+    assert stretched > 0.5 * len(digits)
+    # USPS's frame: the digit fills the image (aspect kept), no 4-px border left.
+    framed = corrupt("usps_frame", digits)
+    heights = torch.tensor([ink_box(img)[0] for img in framed]).float()
+    assert heights.median() >= 26
+    # Slant: every digit moves (shear and tilt) but its ink mass stays.
+    slanted = corrupt("slant", digits)
+    assert ((slanted.float().sum((1, 2)) / digits.float().sum((1, 2))) - 1).abs().median() < 0.1
