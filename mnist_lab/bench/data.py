@@ -30,7 +30,7 @@ def bench_data(quick: bool) -> dict[str, Any]:
     def ours() -> int:
         done = 0
         for b, batch in enumerate(dm.train_dataloader()):
-            x, _ = dm.transform(batch, train=True)
+            x = dm.transform(batch, train=True)[0]
             done += len(x)
             if b + 1 == n_batches:
                 break

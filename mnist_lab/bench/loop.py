@@ -56,7 +56,7 @@ def bench_loop(quick: bool, preset: str = "fast") -> dict[str, Any]:
             for b, batch in enumerate(loader):
                 if b == n_batches:
                     break
-                x, y = dm.transform(batch, train=True)
+                x, y = dm.transform(batch, train=True)[:2]
                 with autocast:  # the module's own step: forward, loss, metric accumulation
                     loss, _ = module.shared_step((x, y), "train")
                 optimizer.zero_grad(set_to_none=True)

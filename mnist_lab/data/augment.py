@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -90,12 +90,18 @@ class Augment:
     # Share of the batch that gets the stages below at all: the rest stays clean (affine only),
     # so the net keeps learning clean digits as well as it would without them.
     degrade_p: float = 1.0
+    # The last `clean_last_epochs` epochs skip the stages below (geometry only): the annealed end
+    # of the schedule is spent on clean digits, which is where clean accuracy is won.
+    clean_last_epochs: int = 0
     # 0: every stage below hits an image with its own chance (several may pile up); k >= 1:
     # each degraded image gets exactly k distinct stages, drawn in proportion to the chances.
     stages_per_image: int = 0
-    # Pen: thinner or thicker strokes, a fraction (up to `stroke`) of a 3x3 erosion/dilation.
+    # Pen: thicker strokes, a fraction (up to `stroke`) of a 3x3 dilation, or thinner ones, up to
+    # `stroke_thin` of a 3x3 erosion (None: as `stroke`). A full erosion wipes out MNIST's 2-px
+    # strokes, so a small `stroke_thin` keeps the thin pen without erasing digits.
     stroke_p: float = OFF
     stroke: float = 1.0
+    stroke_thin: float | None = None
     outline_p: float = OFF  # of the stroke-changed images: only the outline (bubble letters, edges)
     # Optics: Gaussian blur, anisotropic and rotated (defocus and motion), sigma per axis.
     blur_p: float = OFF
@@ -128,6 +134,10 @@ class Augment:
                 "data.augment.scale must be [low, high] with 0 < low <= high, "
                 f"got {list(self.scale)}"
             )
+        if self.clean_last_epochs < 0:
+            raise ConfigError(
+                f"data.augment.clean_last_epochs must be >= 0, got {self.clean_last_epochs}"
+            )
         if self.rotate_deg < 0 or not (0 <= self.translate_frac < 1):
             raise ConfigError(
                 "data.augment.rotate_deg must be >= 0 and data.augment.translate_frac in [0, 1), "
@@ -142,7 +152,23 @@ class Augment:
                 f"contrast={self.contrast}, blur_sigma={list(self.blur_sigma)}"
             )
 
+    def for_epoch(self, epoch: int, max_epochs: int) -> Augment:
+        """This augmentation as it runs in ``epoch`` (0-based) of ``max_epochs``: without the
+        degradation stages in the last ``clean_last_epochs`` (a run without an epoch limit,
+        ``max_epochs`` < 1, has no last epochs)."""
+        last = max_epochs > 0 and epoch >= max_epochs - self.clean_last_epochs
+        if self.clean_last_epochs and last:
+            return replace(self, degrade_p=0.0)
+        return self
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.views(x, generator)[0]
+
+    def views(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented batch and the same images after the geometry alone (before any
+        degradation stage): what a teacher trained on clean digits can read."""
         g, n, dev = generator, x.shape[0], x.device
         # Random numbers are drawn in float32 on the batch's device: no host round-trip.
         r = torch.rand(n, 4, generator=g, device=dev, dtype=torch.float32)
@@ -162,11 +188,11 @@ class Augment:
         k = round(self.degrade_p * n)
         stages = [(p, f) for p, f in self._stages() if p > 0]
         if not stages or k == 0:
-            return x
-        x, clean = x[:k], x[k:]
+            return x, x
+        geometry, degraded = x, x[:k]
         for (_, stage), pick in zip(stages, self._picks(k, stages, g, dev), strict=True):
-            x = stage(x, g, pick)
-        return torch.cat([x, clean])
+            degraded = stage(degraded, g, pick)
+        return torch.cat([degraded, x[k:]]), geometry
 
     def _picks(
         self, n: int, stages: list, g: torch.Generator | None, dev: torch.device
@@ -220,7 +246,8 @@ class Augment:
         self, x: torch.Tensor, g: torch.Generator | None, pick: torch.Tensor
     ) -> torch.Tensor:
         n = x.shape[0]
-        amount = _uniform(n, -self.stroke, self.stroke, g, x.device).view(n, 1, 1, 1)
+        most_thin = self.stroke if self.stroke_thin is None else self.stroke_thin
+        amount = _uniform(n, -most_thin, self.stroke, g, x.device).view(n, 1, 1, 1)
         amount = amount * pick
         thick, thin = dilate(x), -dilate(-x)  # 3x3 dilation and erosion
         out = x + amount.abs() * torch.where(amount > 0, thick - x, thin - x)

@@ -63,6 +63,7 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
         preload_to_device: bool = True,
         seed: int = 42,
+        teacher_views: bool = False,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
@@ -70,6 +71,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.download = val_size, split_seed, download
         self.preload_to_device, self.seed = preload_to_device, seed
+        # Training batches also carry each image before its degradation (geometry only): a
+        # distillation teacher trained on clean digits reads those (module.teacher).
+        self.teacher_views = teacher_views
         # `data/augment=none` (an empty mapping) switches augmentation off.
         self.augment = (
             None
@@ -141,13 +145,19 @@ class MNISTDataModule(L.LightningDataModule):
         """The test set again: ``Trainer.predict`` returns its logits in order."""
         return self.test_dataloader()
 
-    def transform(self, batch: Batch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 batch -> normalised [B,1,28,28] floats, augmented (seeded per batch) if train."""
+    def transform(
+        self, batch: Batch, train: bool, epoch: int = 0, max_epochs: int = 1
+    ) -> tuple[torch.Tensor, ...]:
+        """uint8 batch -> normalised [B,1,28,28] floats, augmented (seeded per batch) if train,
+        as the augmentation runs in ``epoch`` of ``max_epochs``; with ``teacher_views`` a
+        training batch is (images, labels, the images before their degradation)."""
         images, labels, seed = batch
-        x = to_unit(images)
+        x = clean = to_unit(images)
         if train and self.augment is not None:
             g = torch.Generator(device=x.device).manual_seed(seed)
-            x = self.augment(x, generator=g)
+            x, clean = self.augment.for_epoch(epoch, max_epochs).views(x, generator=g)
+        if train and self.teacher_views:
+            return normalize(x), labels, normalize(clean)
         return normalize(x), labels
 
     def on_after_batch_transfer(
@@ -155,7 +165,9 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> tuple[torch.Tensor, ...]:
         """Augment (training only) and normalise a whole batch at once on its device."""
         trainer = self.trainer
-        training = trainer is not None and trainer.training
-        if trainer is not None and training and self._train_loader is not None:
+        if trainer is None or not trainer.training:
+            return self.transform(batch, train=False)
+        if self._train_loader is not None:
             self._train_loader.mark_consumed(trainer.num_training_batches)
-        return self.transform(batch, train=training)
+        epoch, max_epochs = trainer.current_epoch, trainer.max_epochs or 1
+        return self.transform(batch, train=True, epoch=epoch, max_epochs=max_epochs)

@@ -50,7 +50,7 @@ class Figures(Callback):
         if not _figure_loggers(trainer) or not hasattr(datamodule, "transform"):
             return
         batch = next(iter(datamodule.train_dataloader()))
-        x, y = datamodule.transform(batch, train=True)
+        x, y = datamodule.transform(batch, train=True)[:2]
         fig = image_grid_figure(x[:64], y[:64], "Augmented training inputs (label above)")
         self._log(trainer, {"train/augmented_inputs": fig})
 

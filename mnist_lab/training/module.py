@@ -117,6 +117,9 @@ class Classifier(L.LightningModule):
             cross-entropy; 1: the labels are not used at all).
         distill_temperature: softens both distributions before they are compared (the term is
             scaled by T^2 so its gradients keep their size).
+        undistilled: share of each training batch, from its start, that learns from the labels
+            only: the degraded images (``data.augment.degrade_p``, which degrades the first
+            share of a batch) that a teacher trained on clean digits cannot read.
         compile: ``torch.compile`` the net for training (``nn.Module.compile``: in place, so
             the checkpoint's keys stay ``net.*`` with no ``_orig_mod.``, and eval, export and
             serve load it like any other). Off by default: on a 2-core CPU compiling costs
@@ -145,13 +148,15 @@ class Classifier(L.LightningModule):
         teacher: nn.Module | None = None,
         distill_weight: float = 0.0,
         distill_temperature: float = 1.0,
+        undistilled: float = 0.0,
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
+        if not 0 <= distill_weight <= 1 or distill_temperature <= 0 or not 0 <= undistilled <= 1:
             raise ConfigError(
-                "module.distill_weight must be in [0, 1] and module.distill_temperature > 0, got "
-                f"{distill_weight} and {distill_temperature}"
+                "module.distill_weight and module.undistilled must be in [0, 1] and "
+                f"module.distill_temperature > 0, got {distill_weight}, {undistilled} and "
+                f"{distill_temperature}"
             )
         if distill_weight > 0 and teacher is None:
             raise ConfigError(
@@ -194,14 +199,17 @@ class Classifier(L.LightningModule):
             return self(x.float())
 
     def shared_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
+        self, batch: tuple[torch.Tensor, ...], stage: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self(x) if stage == "train" else self._eval_forward(x)
         loss = self.criterion(logits, y)
         weight = self.hparams["distill_weight"]
-        if stage == "train" and weight > 0:  # (1 - w) * cross-entropy + w * distillation
-            loss = torch.lerp(loss, self.distillation_loss(x, logits), weight)
+        if stage == "train" and weight > 0:
+            # The teacher reads the images before their degradation when the batch has them
+            # (data.teacher_views), else what the student reads.
+            seen = batch[2] if len(batch) > 2 else x
+            loss = self._distilled_loss(seen, y, logits, loss, weight)
         getattr(self, f"{stage}_acc").update(logits.detach(), y)
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=y.numel())
         if stage != "train":
@@ -210,6 +218,27 @@ class Classifier(L.LightningModule):
             self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_epoch=True)
             self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_epoch=True, prog_bar=True)
         return loss, logits
+
+    def _distilled_loss(
+        self,
+        seen: torch.Tensor,
+        y: torch.Tensor,
+        logits: torch.Tensor,
+        loss: torch.Tensor,
+        weight: float,
+    ) -> torch.Tensor:
+        """(1 - w) * cross-entropy + w * distillation (the teacher reading ``seen``) on the
+        taught rows; cross-entropy alone on the first ``undistilled`` share; the batch mean."""
+        n = len(seen)
+        k = min(n, round(self.hparams["undistilled"] * n))
+        if k == n:
+            return loss
+        taught = torch.lerp(
+            self.criterion(logits[k:], y[k:]), self.distillation_loss(seen[k:], logits[k:]), weight
+        )
+        if k == 0:
+            return taught
+        return (k * self.criterion(logits[:k], y[:k]) + (n - k) * taught) / n
 
     def distillation_loss(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """KL(teacher || student) at temperature T, times T^2."""
@@ -234,9 +263,7 @@ class Classifier(L.LightningModule):
         for teacher in self.teachers:
             teacher.to(self.device).to(memory_format=self.memory_format).eval()
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss, logits = self.shared_step(batch, "train")
         # Per-step values only on the steps the logger writes (every `log_every_n_steps`):
         # `self.log` on every step costs more than a small model's whole step on a CPU.
@@ -408,7 +435,7 @@ def build_module(cfg: DictConfig | Mapping[str, Any], net: nn.Module | None = No
     (loss, label smoothing, memory layout), to evaluate.
     """
     if net is not None:  # to evaluate: a distilled model's teacher is not loaded
-        training_only = ("teacher", "distill_weight", "distill_temperature")
+        training_only = ("teacher", "distill_weight", "distill_temperature", "undistilled")
         options = {k: v for k, v in cfg["module"].items() if k not in training_only}
         return cast(Classifier, instantiate(options, _partial_=True)(net=net))
     factory = instantiate(cfg["module"], _partial_=True)

@@ -63,10 +63,11 @@ def preset_ensemble(
         runs = "" if Path(folder).resolve() == RUNS_DIR.resolve() else f" --runs {folder}"
         command = f"python -m mnist_lab.bench accuracy --presets {preset} --seeds {max(seeds) + 1}"
         raise ConfigError(
-            f"experiment=distilled needs its teachers, `{preset}` runs with seeds "
+            f"distillation needs its teachers, `{preset}` runs with seeds "
             f"{list(seeds)}, and {len(missing)} are missing ({where}). Make them with "
             f"`{command}{runs}` "
-            "(full runs: ~24 min each on a 2-core CPU, docs/benchmarks.md), or add "
+            "(full runs, each on a 2-core CPU: ~24 min for best, ~1 min for fast; "
+            "docs/benchmarks.md), or add "
             "module.teacher.build=true to train them in this run, or give your own with "
             "module.teacher.ckpts=[RUN_DIR,...]"
         )
@@ -79,7 +80,7 @@ def preset_ensemble(
             preset,
             missing,
             folder,
-            "" if short_run else " (each a whole preset run: ~24 min on a 2-core CPU)",
+            "" if short_run else " (each a whole preset run: ~24 min for best, ~1 min for fast)",
         )
     ckpt_paths = []
     for seed in seeds:

@@ -281,6 +281,59 @@ def test_degrade_p_keeps_a_clean_share_of_every_batch(datamodule):
     assert not torch.allclose(both[:30], geometry[:30])
 
 
+def test_clean_last_epochs_drop_the_degradation_at_the_end_of_a_real_run(datamodule):
+    """``clean_last_epochs``: the Trainer's last epochs get the geometry only. Checked through
+    the datamodule's own hook in a real fit: what the net is fed per epoch."""
+    aug = {"rotate_deg": 10, "degrade_p": 1.0, "clean_last_epochs": 1, **ROBUST}
+    dm = MNISTDataModule(data_dir=str(datamodule.data_dir), batch_size=50, augment=aug, seed=0)
+    dm.setup()
+    fed: dict[int, list[torch.Tensor]] = {}
+
+    class Probe(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Linear(784, 10)
+
+        def training_step(self, batch, _):
+            fed.setdefault(self.current_epoch, []).append(batch[0])
+            return torch.nn.functional.cross_entropy(self.w(batch[0].flatten(1)), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    trainer = L.Trainer(
+        max_epochs=3, limit_train_batches=1, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(Probe(), datamodule=dm)
+    assert sorted(fed) == [0, 1, 2]
+    # A clean digit's median pixel is the black page; light and noise lift it in epochs 0-1.
+    black = float((0 - MEAN) / STD)
+    median = {e: fed[e][0].flatten(1).median(1).values for e in fed}
+    assert torch.allclose(median[2], torch.full_like(median[2], black))
+    for epoch in (0, 1):
+        assert (median[epoch] > black + 0.1).float().mean() > 0.5
+    assert Augment(clean_last_epochs=2).for_epoch(0, -1).degrade_p == 1.0  # no epoch limit
+    with pytest.raises(ConfigError, match="clean_last_epochs must be >= 0"):
+        Augment(clean_last_epochs=-1)
+
+
+def test_teacher_views_are_the_images_before_their_degradation(datamodule):
+    """data.teacher_views: a training batch also carries each image after the geometry alone,
+    the same draw as the degraded one; evaluation batches do not change."""
+    aug = {"rotate_deg": 10, "degrade_p": 0.5, **ROBUST}
+    dm = MNISTDataModule(data_dir=str(datamodule.data_dir), augment=aug, teacher_views=True)
+    dm.tensors = datamodule.tensors
+    images, labels = datamodule.tensors["train"][0][:40], datamodule.tensors["train"][1][:40]
+    x, y, clean = dm.transform((images, labels, 7), train=True)
+    geometry = Augment(rotate_deg=10)(
+        images.unsqueeze(1).float() / 255, torch.Generator().manual_seed(7)
+    )
+    assert torch.allclose(clean, (geometry - MEAN) / STD, atol=1e-5)
+    assert torch.allclose(x[20:], clean[20:]) and not torch.allclose(x[:20], clean[:20])
+    assert torch.equal(y, labels) and len(dm.transform((images, labels, 7), train=False)) == 2
+
+
 def test_unknown_augmentation_key_names_the_allowed_ones():
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['nosie_p'\].*noise_p"):
         MNISTDataModule(augment={"nosie_p": 0.3})

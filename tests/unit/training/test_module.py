@@ -122,6 +122,36 @@ def test_distillation_mixes_cross_entropy_and_the_tempered_kl_to_the_teacher():
         _classifier(distill_weight=0.5)
 
 
+def test_a_clean_teacher_reads_the_undegraded_views_and_skips_the_undistilled_share():
+    """With a third batch element (data.teacher_views) the teacher reads it, not the degraded
+    images; ``undistilled`` keeps the batch's first share on the labels alone."""
+    x, y = _batch()
+    clean = x.flip(-1)  # any other images: what the teacher must read
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    w, t = 0.5, 2.0
+
+    def kl(seen, logits):
+        p = (teacher(seen) / t).softmax(-1)
+        return (p * (p.log() - (logits / t).log_softmax(-1))).sum(-1).mean() * t * t
+
+    ce = torch.nn.functional.cross_entropy
+    module = _classifier(teacher=teacher, distill_weight=w, distill_temperature=t)
+    loss, logits = module.shared_step((x, y, clean), "train")
+    by_hand = (1 - w) * ce(logits, y) + w * kl(clean, logits)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-4)
+    assert loss.item() != pytest.approx(((1 - w) * ce(logits, y) + w * kl(x, logits)).item())
+    # undistilled = 0.25 of 16: the first 4 rows learn from the labels only
+    module = _classifier(teacher=teacher, distill_weight=w, distill_temperature=t, undistilled=0.25)
+    loss, logits = module.shared_step((x, y), "train")
+    taught = (1 - w) * ce(logits[4:], y[4:]) + w * kl(x[4:], logits[4:])
+    assert loss.item() == pytest.approx(
+        ((4 * ce(logits[:4], y[:4]) + 12 * taught) / 16).item(), rel=1e-4
+    )
+    whole = _classifier(teacher=teacher, distill_weight=w, undistilled=1.0)
+    loss, logits = whole.shared_step((x, y), "train")
+    assert loss.item() == pytest.approx(ce(logits, y).item(), rel=1e-5)
+
+
 def test_norms_and_biases_are_not_weight_decayed_unless_asked():
     groups = {g["name"]: g for g in _classifier().parameter_groups()}
     assert [p.ndim for p in groups["weights"]["params"]] == [2]
