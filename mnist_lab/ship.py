@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     card = ship(args.preset, args.seed, fresh=args.fresh)
     print(
         f"wrote {card['out']} ({card['size_bytes'] / 1024:.0f} KiB): {card['recipe']} seed "
-        f"{card['seed']}, test acc {card['test/acc']:.4f}, suite mean {card['suite_mean_acc']:.4f}"
+        f"{card['seed']}, test acc {card['test/acc']:.4f}, suite mean "
+        f"{card['suite_mean_acc']:.4f}, cross-source mean {card['cross_source_mean_acc']:.4f}"
     )
 
 
