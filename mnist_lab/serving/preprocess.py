@@ -9,6 +9,7 @@ draw-a-digit page all go through :func:`to_mnist` — this is the only copy of t
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from mnist_lab.errors import ImageError, ImageTooLargeError
 
 MAX_BYTES = 5 * 1024 * 1024  # uploads over 5 MB are refused before decoding
 MAX_PIXELS = 40_000_000  # ~6300x6300: larger images are refused as decompression bombs
-WORK_SIDE = 1024  # photos are shrunk to this longer side first: the digit ends up 20 px anyway
-ANALYSIS_SIDE = 640  # ... and analysed at this size: a digit 10 % of the photo is still 48 px
+ANALYSIS_SIDE = 400  # photos are analysed at this longer side: the digit ends up 20 px anyway,
+# and one 10 % of a 16:10 photo's shorter side is still 25 px; a JPEG is decoded near this size
+# already (DCT scaling: a 12 MP photo at 1/8 of its resolution, a 1-2 MP one at 1/2 or 1/4)
 SKIP = 0.02
-SURVEY_SIDE = 640  # the first look at stroke width and polarity is at this size
+SURVEY_SIDE = 280  # the first look at stroke width and polarity is at this size
+ORIENTATION = 0x0112  # the EXIF tag of the camera's rotation
 SHAPE_SIDE = 112  # the cropped digit's stroke width is measured and normalised at this size
 STROKE_RANGE = (1.6, 3.9)  # stroke widths (px in MNIST's 20-px box) left as they are
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -48,8 +51,9 @@ def decode_image(data: bytes) -> Image.Image:
                     f"image is {image.width}x{image.height} pixels, over the "
                     f"{MAX_PIXELS:,}-pixel limit (decompression bomb?): send a smaller image"
                 )
-            if image.format == "JPEG":
-                image.draft("RGB", (WORK_SIDE, WORK_SIDE))  # decode a 12 MP photo at 1/4 scale
+            f = ANALYSIS_SIDE / max(image.size)
+            if image.format == "JPEG" and f < 1:  # decode at 1/2 .. 1/8 scale, >= this size
+                image.draft("RGB", (math.ceil(image.width * f), math.ceil(image.height * f)))
             image.load()  # decode now, so a truncated file fails here and not later
     except ImageError:
         raise
@@ -109,21 +113,26 @@ def pixels_to_image(pixels: object) -> Image.Image:
 def _rgb(image: Image.Image) -> np.ndarray:
     """Float [H, W, C] in [0, 1] (C = 1 for grayscale input, else 3), at most ANALYSIS_SIDE on
     the longer side; transparent pixels (canvas drawings) become background."""
-    image = ImageOps.exif_transpose(image)  # phone photos: apply the camera's rotation
-    if max(image.size) > ANALYSIS_SIDE:
-        f = ANALYSIS_SIDE / max(image.size)
-        size = (max(1, round(image.width * f)), max(1, round(image.height * f)))
-        image = image.resize(size, Image.Resampling.BOX)
+    if image.getexif().get(ORIENTATION, 1) != 1:  # phone photos: apply the camera's rotation
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255
+        rgba = _shrink(image, "RGBA").astype(np.float32) / 255
         rgb, alpha = rgba[..., :3], rgba[..., 3:]
         opaque = alpha[..., 0] > 0.5
         # Composite over the colour opposite to the ink, so ink stays ink.
         ink_is_dark = (rgb[opaque].mean() if opaque.any() else 0.0) < 0.5
         return rgb * alpha + (1.0 if ink_is_dark else 0.0) * (1 - alpha)
     if image.mode in ("L", "I", "I;16", "F", "1"):
-        return np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+        return _shrink(image, "L").astype(np.float32)[..., None] / 255
+    return _shrink(image, "RGB").astype(np.float32) / 255
+
+
+def _shrink(image: Image.Image, mode: str) -> np.ndarray:
+    """uint8 pixels in ``mode``, averaged down (INTER_AREA) to at most ANALYSIS_SIDE."""
+    pixels = np.asarray(image if image.mode == mode else image.convert(mode))
+    if max(pixels.shape[:2]) > ANALYSIS_SIDE:
+        pixels = _resize(pixels, ANALYSIS_SIDE)
+    return pixels
 
 
 def _odd(x: float, lo: int = 3, hi: int = 255) -> int:
@@ -486,20 +495,20 @@ def _already_mnist(image: Image.Image) -> np.ndarray | None:
     return pixels
 
 
-def to_mnist(image: Image.Image) -> np.ndarray:
-    """uint8 [28, 28], white digit on black, size-normalised and centred as MNIST was."""
-    pixels = _already_mnist(image)
-    if pixels is not None:
-        rows, cols = np.where(pixels > 0.15 * pixels.max())
-        return _place(pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
-    rgb = _rgb(image)
-    # Dark ink on paper, or chalk / white ink on a dark board: read both unless the survey
-    # finds one far weaker.
-    channels = cv2.split(rgb) if rgb.ndim == 3 else [rgb]
-    darkest, brightest = channels[0], channels[0]
-    for channel in channels[1:]:  # any ink colour: the channel where it is strongest
-        darkest, brightest = cv2.min(darkest, channel), cv2.max(brightest, channel)
-    surveys = {dark: _survey(darkest if dark else brightest, dark) for dark in (True, False)}
+def _ink_gray(rgb: np.ndarray, dark: bool) -> np.ndarray:
+    """The channel where ink is strongest, per pixel: the darkest of R, G, B for dark ink, the
+    brightest for light ink, so coloured ink reads as well as black."""
+    if rgb.shape[2] == 1:
+        return rgb[..., 0]
+    pick = np.minimum if dark else np.maximum
+    return pick(pick(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+
+
+def _find(rgb: np.ndarray) -> _Reading:
+    """The digit in an image (float [H, W, C]): both polarities read (dark ink on paper,
+    or chalk / white ink on a dark board) unless the survey finds one far weaker, and the
+    reading whose ink stands out most wins."""
+    surveys = {dark: _survey(_ink_gray(rgb, dark), dark) for dark in (True, False)}
     strongest = max(s.evidence for s in surveys.values())
     readings, errors = [], []
     for dark, survey in surveys.items():
@@ -515,7 +524,16 @@ def to_mnist(image: Image.Image) -> np.ndarray:
             if errors
             else ImageError("no digit found: the image has no visible ink (blank or too faint)")
         )
-    best = max(readings, key=lambda r: r.score)  # max() keeps the first (dark ink) on a tie
+    return max(readings, key=lambda r: r.score)  # max() keeps the first (dark ink) on a tie
+
+
+def to_mnist(image: Image.Image) -> np.ndarray:
+    """uint8 [28, 28], white digit on black, size-normalised and centred as MNIST was."""
+    pixels = _already_mnist(image)
+    if pixels is not None:
+        rows, cols = np.where(pixels > 0.15 * pixels.max())
+        return _place(pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    best = _find(_rgb(image))
     level, mask = best.level, best.mask
     rows, cols = np.where(mask)
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -139,3 +140,35 @@ def test_blank_image_and_bad_pixels_are_refused():
         pixels_to_image([[300] * 28] * 28)
     with pytest.raises(ImageError, match="28x28 array of numbers"):
         pixels_to_image([["a"] * 28] * 28)
+
+
+def test_large_jpeg_is_decoded_small_and_read_like_the_full_decode(datamodule):
+    """A 12-MP JPEG is decoded by DCT scaling near the analysis size (not at 4000x3000), and
+    the digit read from it matches the one read from the full decode of the same file."""
+    from mnist_lab.tools.photos import render_photo as phone_photo
+
+    images = datamodule.tensors["test"][0][:3].numpy()
+    for i, digit in enumerate(images):
+        photo = cv2.imdecode(
+            np.frombuffer(phone_photo(digit, np.random.default_rng(i)), np.uint8), 1
+        )
+        big = cv2.resize(photo, (4000, 3000), interpolation=cv2.INTER_CUBIC)
+        data = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+        reduced = decode_image(data)
+        assert preprocess.ANALYSIS_SIDE <= max(reduced.size) < 2 * preprocess.ANALYSIS_SIDE
+        full = Image.open(io.BytesIO(data))
+        full.load()
+        assert full.size == (4000, 3000)
+        a, b = to_mnist(reduced).astype(float), to_mnist(full).astype(float)
+        similarity = (a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum())
+        assert similarity > 0.9, (i, similarity)
+
+
+def test_polarity_is_read_from_the_ink_channel(datamodule):
+    """Dark ink: the darkest channel per pixel; light ink: the brightest (coloured ink and
+    chalk read at full strength); a grayscale image is its own channel."""
+    rgb = np.array([[[0.2, 0.5, 0.9], [0.7, 0.1, 0.4]]], np.float32)
+    assert np.allclose(preprocess._ink_gray(rgb, dark=True), [[0.2, 0.1]])
+    assert np.allclose(preprocess._ink_gray(rgb, dark=False), [[0.9, 0.7]])
+    gray = rgb[..., :1]
+    assert np.allclose(preprocess._ink_gray(gray, dark=True), gray[..., 0])
