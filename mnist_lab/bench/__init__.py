@@ -7,6 +7,7 @@
     python -m mnist_lab.bench accuracy --presets mlp cnn --seeds 3
     python -m mnist_lab.bench accuracy --presets best --mix best:0,1,2 resnet:0,1
     python -m mnist_lab.bench zoo --presets fast cnn vit rnn --seeds 3
+    python -m mnist_lab.bench photos --photo-seeds 0 7 3
 
 Sub-benchmarks (one module each):
   machine   CPU/GPU, ISA, native bf16; matmul GFLOP/s per dtype; the preset net's training
@@ -29,6 +30,11 @@ Sub-benchmarks (one module each):
   zoo       the model-zoo table per preset: parameters, multiply-adds per image, median train
             seconds, test accuracy mean ± std over seeds, mean over the corruption suite, ONNX
             ms per image at batch 1 (runs: accuracy's kept ones, trained where missing)
+
+  photos    phone photos rendered by mnist_lab.photos (--photo-seeds, default 0 7; 1,000 each)
+            read by the shipped model (or --model): accuracy per seed, median ms per photo of
+            read + decode + to_mnist + model, per 12-MP JPEG (50 photos upscaled to 4000x3000),
+            and `predict output=json`'s wall time per photo, start-up included
 
 ``--quick`` runs every training with ``debug=tiny`` (conf/debug/tiny.yaml): it checks the
 machinery in minutes; its numbers mean nothing.

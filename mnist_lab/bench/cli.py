@@ -18,6 +18,7 @@ from mnist_lab.bench.data import bench_data
 from mnist_lab.bench.families import bench_families
 from mnist_lab.bench.loop import bench_loop
 from mnist_lab.bench.machine import bench_machine, rate_key
+from mnist_lab.bench.photos import bench_photos, photos_lines
 from mnist_lab.bench.robustness import bench_robustness
 from mnist_lab.bench.train_time import bench_time
 from mnist_lab.bench.zoo import bench_zoo, zoo_markdown
@@ -29,6 +30,7 @@ PRESETS = [
 ]  # fmt: skip
 BENCHMARKS = [
     "machine", "families", "data", "loop", "time", "accuracy", "augment", "robustness", "zoo",
+    "photos",
 ]  # fmt: skip
 DEFAULT = ["machine", "data", "loop", "time", "accuracy"]  # `bench` without names
 
@@ -78,6 +80,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "data": _data_lines,
     "loop": _loop_lines,
     "time": _time_lines,
+    "photos": photos_lines,
 }
 
 
@@ -206,6 +209,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="accuracy: also ensemble these runs of several presets, e.g. best:0,1,2 resnet:0,1 "
         "(trained or reused like the others)",
     )
+    parser.add_argument(
+        "--photo-seeds",
+        nargs="+",
+        type=int,
+        default=[0, 7],
+        help="photos: seeds of the rendered photo sets (default 0 7)",
+    )
+    parser.add_argument(
+        "--model", default=None, help="photos: an .onnx or checkpoint (default: the shipped model)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument(
         "--out", default="bench.json", help="where to write the JSON (default bench.json)"
@@ -236,6 +249,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "robustness" in benchmarks:
         robust_presets = args.presets if args.presets != PRESETS else ["fast", "robust"]
         result["robustness"] = bench_robustness(args.quick, robust_presets, seeds)
+    if "photos" in benchmarks:
+        result["photos"] = bench_photos(args.quick, args.photo_seeds, args.threads, args.model)
     if "zoo" in benchmarks:
         zoo_presets = ["lenet_baseline", "rnn"] if args.quick else args.presets
         result["zoo"] = bench_zoo(

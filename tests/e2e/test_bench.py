@@ -23,6 +23,7 @@ def test_help_lists_the_sub_benchmarks():
         "augment",
         "robustness",
         "zoo",
+        "photos",
         "--crossing",
     ):
         assert name in out
@@ -173,3 +174,18 @@ def test_families_measure_what_auto_knows(tmp_path):
     assert table["vit (conv stem, 16 tokens)"]["auto"] == "32"
     assert table["fast (CNN)"]["auto"] == resolve_precision("auto", "auto")
     assert table["rnn (rows, 2x bi-LSTM-128)"]["channels_last"] is False
+
+
+def test_quick_photos_benchmark(tmp_path):
+    """20 rendered photos of one seed, 5 of them as 12-MP JPEGs, and the predict command once:
+    accuracy, medians and the summary line, with the shipped model."""
+    out = tmp_path / "bench.json"
+    proc = run_module("mnist_lab.bench", "photos", "--quick", "--photo-seeds", "3", "--out",
+                      str(out))  # fmt: skip
+    photos = json.loads(out.read_text())["photos"]
+    row = photos["seeds"]["3"]
+    assert photos["n"] == 20 and row["right"] >= 17 and len(row["misread"]) == 20 - row["right"]
+    assert photos["12mp_jpegs"] == 5
+    for key in ("ms_per_photo_median", "ms_per_12mp_jpeg_median", "predict_command_ms_per_photo"):
+        assert photos[key] > 0
+    assert "photos    seed 3:" in proc.stdout and "per 12-MP JPEG" in proc.stdout
