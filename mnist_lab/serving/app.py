@@ -2,10 +2,11 @@
 
 ``GET /`` is a draw-a-digit page, ``GET /health`` says which model is loaded, ``POST /predict``
 takes an image upload (multipart field ``file``) or JSON ``{"pixels": 28x28 of 0-255}`` and
-answers ``{"digit", "probabilities"}``. ``ckpt_path`` may be a checkpoint or an exported
-``.onnx`` model. Bad input gets a 4xx with a message, never a 500; a refused oversized body
-is drained (up to ``DRAIN_BYTES``) and answered with ``Connection: close``, so the client reads
-the 413 instead of a reset.
+answers ``{"digit", "probabilities"}`` (its contract, in ``/openapi.json``: ``schema``), and
+``/v2/...`` speaks the Open Inference Protocol (``v2``). ``ckpt_path`` may be a checkpoint or
+an exported ``.onnx`` model. Bad input gets a 4xx with a message, never a 500; a refused
+oversized body is drained (up to ``DRAIN_BYTES``) and answered with ``Connection: close``, so
+the client reads the 413 instead of a reset.
 
 Concurrent requests are batched: while the model runs on one batch, new requests queue up and
 all of them go through the next forward pass together, so throughput grows with load at no
@@ -31,7 +32,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +43,8 @@ from starlette.requests import ClientDisconnect
 from mnist_lab.errors import ImageError, ImageTooLargeError
 from mnist_lab.serving.predictor import Predictor
 from mnist_lab.serving.preprocess import MAX_BYTES, decode_image, pixels_to_image, to_mnist
+from mnist_lab.serving.schema import PREDICT_OPENAPI, PREDICT_RESPONSES, Health
+from mnist_lab.serving.v2 import v2_router
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -127,6 +131,8 @@ def parse_pixels(body: bytes) -> Image.Image:
         raise ImageError(f"unknown key(s) {other} in the JSON body: {JSON_HINT}")
     if body.count(b'"pixels"') > 1:  # JSON parsers keep the last of repeated keys silently
         raise ImageError(f'key "pixels" appears more than once: {JSON_HINT}')
+    if b"true" in body or b"false" in body:  # numpy reads booleans as numbers: not pixels
+        raise ImageError(f"'pixels' must be numbers 0-255, not true/false: {JSON_HINT}")
     return pixels_to_image(payload["pixels"])
 
 
@@ -206,11 +212,22 @@ def create_app(predictor: Predictor, max_batch: int = 64) -> FastAPI:
 
     app = FastAPI(title="mnist_lab", summary="Handwritten digit recognition", lifespan=lifespan)
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, err: RequestValidationError) -> Response:
+        """A malformed query parameter: 422 in the one error form, ``{"detail": "..."}``."""
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        return error(422, problems)
+
+    platform = "onnxruntime_onnx" if Path(predictor.path).suffix == ".onnx" else "pytorch"
+    app.include_router(v2_router(predictor.name, platform, batcher, read_capped))
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
         return PAGE.read_text()
 
-    @app.get("/health")
+    @app.get("/health", response_model=None, responses={200: {"model": Health}})
     async def health() -> Response:
         sizes = batcher.batch_sizes
         body = {
@@ -223,8 +240,19 @@ def create_app(predictor: Predictor, max_batch: int = 64) -> FastAPI:
         }
         return json_response(body)
 
-    @app.post("/predict")
-    async def predict(request: Request, return_input: bool = False) -> Response:
+    @app.post(
+        "/predict",
+        summary="Read one digit",
+        description="Send one digit as JSON pixels or as an image upload (multipart `file`). "
+        "Either ink colour works; photos and scans are cropped, centred and scaled like MNIST.",
+        response_model=None,
+        responses=PREDICT_RESPONSES,
+        openapi_extra=PREDICT_OPENAPI,
+    )
+    async def predict(
+        request: Request,
+        return_input: bool = Query(False, description="also return the 28x28 image seen"),
+    ) -> Response:
         try:
             image = await read_input(request)
         except ClientDisconnect:  # gone mid-body: nobody to answer, nothing worth a traceback
@@ -237,7 +265,11 @@ def create_app(predictor: Predictor, max_batch: int = 64) -> FastAPI:
             return error(415, str(err), close=not await drain(request))
         except ImageError as err:
             return error(400, str(err))
-        probs = await batcher(image)
+        try:
+            probs = await batcher(image)
+        except Exception:  # the model failed on this batch, not on the input
+            log.exception("the model failed on a batch")
+            return error(503, "the model failed on this request: try again")
         body: dict[str, Any] = {
             "digit": int(probs.argmax()),
             "probabilities": [round(float(p), 6) for p in probs],

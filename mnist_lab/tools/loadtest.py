@@ -4,7 +4,9 @@
     python -m mnist_lab.loadtest --url http://127.0.0.1:8000
 
 Each of ``--concurrency`` clients sends one request, waits for the answer and sends the next
-(closed loop) for ``--seconds``, with real MNIST test digits as JSON pixels and as PNG uploads.
+(closed loop) for ``--seconds``, with real MNIST test digits as JSON pixels and as PNG uploads
+to ``/predict``, and as JSON FP32 tensors to the Open Inference Protocol's
+``/v2/models/mnist/infer`` (form ``v2``).
 The client runs on the same machine as the server, so on 2 cores the numbers include the
 client's own CPU use: they are a lower bound for the server alone.
 
@@ -87,13 +89,18 @@ def running_server(
 
 
 BOUNDARY = "mnistlabboundary7MA4YWxkTrZu0gW"
+FORMS = ["json", "file", "v2"]
+PATHS = {"json": "/predict", "file": "/predict", "v2": "/v2/models/mnist/infer"}
 
 
 def payloads(n: int = 256) -> dict[str, list[tuple[str, bytes]]]:
-    """(content type, body) of the first ``n`` test digits, in both accepted forms."""
+    """(content type, body) of the first ``n`` test digits, in every form of ``FORMS``."""
     images = load_split("test")[0][:n]
-    forms: dict[str, list[tuple[str, bytes]]] = {"json": [], "file": []}
+    forms: dict[str, list[tuple[str, bytes]]] = {form: [] for form in FORMS}
     for image in images:
+        tensor = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                  "data": (image.flatten().numpy() / 255).tolist()}  # fmt: skip
+        forms["v2"].append(("application/json", json.dumps({"inputs": [tensor]}).encode()))
         buf = io.BytesIO()
         Image.fromarray(image.numpy()).save(buf, format="PNG")
         forms["json"].append(("application/json", json.dumps({"pixels": image.tolist()}).encode()))
@@ -110,9 +117,9 @@ def payloads(n: int = 256) -> dict[str, list[tuple[str, bytes]]]:
     return forms
 
 
-def http_request(host: str, content_type: str, body: bytes) -> bytes:
+def http_request(host: str, content_type: str, body: bytes, path: str = "/predict") -> bytes:
     head = (
-        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -184,7 +191,7 @@ def load_test(url: str, seconds: float, concurrency: int, forms: list[str]) -> d
         "health": httpx.get(f"{url}/health").json(),
     }
     for form in forms:
-        requests = [http_request(host, kind, body) for kind, body in bodies[form]]
+        requests = [http_request(host, kind, body, PATHS[form]) for kind, body in bodies[form]]
         _run(_load(url, requests, min(2.0, seconds), concurrency))  # warm-up
         before = httpx.get(f"{url}/health").json()["cpu_seconds"]
         result[form] = _run(_load(url, requests, seconds, concurrency))
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target.add_argument("--url", help="an already running server")
     parser.add_argument("--seconds", type=float, default=10.0, help="per form (default 10)")
     parser.add_argument("--concurrency", type=int, default=8, help="clients (default 8)")
-    parser.add_argument("--forms", nargs="+", default=["json", "file"], choices=["json", "file"])
+    parser.add_argument("--forms", nargs="+", default=FORMS, choices=FORMS)
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:

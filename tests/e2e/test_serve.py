@@ -10,12 +10,16 @@ import re
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as triton
 from PIL import Image
 
 from tests.helpers import render_photo, run_module, running_server
@@ -118,6 +122,7 @@ BAD_REQUESTS = {
     "pixels wrong shape": ({"json": {"pixels": [[0] * 28] * 27}}, 400, "28x28"),
     "pixels not numbers": ({"json": {"pixels": [["a"] * 28] * 28}}, 400, "28x28 array"),
     "pixels out of range": ({"json": {"pixels": [[999] * 28] * 28}}, 400, "between 0 and 255"),
+    "pixels booleans": ({"json": {"pixels": [[True] * 28] * 28}}, 400, "not true/false"),
     "json without pixels": ({"json": {"image": []}}, 400, '"pixels"'),
     "json not an object": ({"json": [1, 2, 3]}, 400, '"pixels"'),
     "broken json": (
@@ -233,7 +238,7 @@ def test_load_test_command_reports_throughput_and_latency(server, tmp_path):
         "--out", str(out),
     )  # fmt: skip
     result = json.loads(out.read_text())
-    for form in ("json", "file"):
+    for form in ("json", "file", "v2"):  # v2: the Open Inference Protocol's JSON tensors
         r = result[form]
         assert r["errors"] == 0 and r["requests"] > 10
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
@@ -392,3 +397,79 @@ def test_fuzzed_malformed_requests_get_only_4xx_on_both_connection_kinds(onnx_se
     assert health["rss_mb"] - rss_before < 100, (rss_before, health["rss_mb"])
     assert httpx.post(f"{url}/predict", **valid).json()["digit"] == digits[1][0]
     assert "Traceback" not in server_log.read_text()  # every refusal was handled, none crashed
+
+
+# --- the published contract: OpenAPI (Schemathesis) and the Open Inference Protocol ---------
+
+
+@pytest.fixture(scope="module")
+def shipped_server(tmp_path_factory):
+    """The shipped ONNX model, served torch-free: what a user of the contract meets."""
+    with running_server(None, f"hydra.run.dir={tmp_path_factory.mktemp('contract')}") as url:
+        yield url
+
+
+def test_openapi_document_passes_schemathesis_with_every_check(shipped_server):
+    """``st run URL/openapi.json --checks all`` (bounded examples, a fixed seed) from the
+    repository root, where it reads schemathesis.toml: no failure in any phase."""
+    st = Path(sys.executable).with_name("st")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [str(st), "--no-color", "run", f"{shipped_server}/openapi.json", "--checks", "all",
+         "--max-examples", "30", "--seed", "1", "--workers", "1"],
+        cwd=root, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert re.search(r"Test cases:\s+\d+ generated, \d+ passed", out), out[-3000:]
+    assert "/schemathesis.toml" in out and "failure" not in out.lower(), out[-3000:]
+
+
+def test_openapi_documents_both_request_forms_every_status_and_one_error_schema(shipped_server):
+    spec = httpx.get(f"{shipped_server}/openapi.json").json()
+    predict = spec["paths"]["/predict"]["post"]
+    body = predict["requestBody"]
+    assert body["required"] and set(body["content"]) == {"application/json", "multipart/form-data"}
+    assert body["content"]["multipart/form-data"]["schema"]["required"] == ["file"]
+    example = body["content"]["application/json"]["examples"]["one"]["value"]
+    answer = httpx.post(f"{shipped_server}/predict", json=example)  # /docs "Try it out"
+    assert answer.status_code == 200 and answer.json()["digit"] == 1, answer.text
+    assert set(predict["responses"]) == {"200", "400", "413", "415", "422", "503"}
+    errors = {r["content"]["application/json"]["schema"]["$ref"]
+              for status, r in predict["responses"].items() if status != "200"}  # fmt: skip
+    assert errors == {"#/components/schemas/ErrorBody"}
+    bad = httpx.post(f"{shipped_server}/predict?return_input=maybe", json=example)
+    assert bad.status_code == 422 and isinstance(bad.json()["detail"], str), bad.text
+
+
+def test_tritonclient_reads_100_test_digits_like_predict(shipped_server, datamodule):
+    """The Open Inference Protocol through the standard client: health, metadata, and infer on
+    100 real test digits (binary and JSON tensors) answer the digits /predict gives."""
+    images, labels = datamodule.tensors["test"]
+    images, labels = images[:100].numpy(), labels[:100].tolist()
+    client = triton.InferenceServerClient(shipped_server.split("//", 1)[1])
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("mnist")
+    meta = client.get_model_metadata("mnist")
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
+    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    assert "binary_data" in client.get_server_metadata()["extensions"]
+    predicted = [
+        httpx.post(f"{shipped_server}/predict", json={"pixels": im.tolist()}).json()["digit"]
+        for im in images
+    ]
+    tensor = (images[:, None] / 255).astype(np.float32)
+    for binary in (True, False):
+        inputs = [triton.InferInput("input", list(tensor.shape), "FP32")]
+        inputs[0].set_data_from_numpy(tensor, binary_data=binary)
+        outputs = [triton.InferRequestedOutput("logits", binary_data=binary)]
+        logits = client.infer("mnist", inputs, outputs=outputs).as_numpy("logits")
+        assert logits.shape == (100, 10) and np.isfinite(logits).all()
+        assert logits.argmax(1).tolist() == predicted, binary
+    assert sum(p == y for p, y in zip(predicted, labels, strict=True)) >= 97
+    with pytest.raises(triton.InferenceServerException, match="unknown model"):
+        client.infer("nope", inputs)
+    # the protocol's error form for a malformed tensor
+    r = httpx.post(f"{shipped_server}/v2/models/mnist/infer",
+                   json={"inputs": [{"name": "input", "shape": [1, 1, 28, 28],
+                                     "datatype": "FP32", "data": [0.5]}]})  # fmt: skip
+    assert r.status_code == 400 and "784" in r.json()["error"], r.text
