@@ -50,8 +50,8 @@ def test_predict_reads_simple_photos_at_97_percent(good_run, photos):
 def test_rendered_phone_photos_are_read(good_run, tmp_path):
     """300 test digits rendered as phone photos by `python -m mnist_lab.photos` (shadows,
     gradients, inks, chalkboards, blur, JPEG; seed 0), read by `predict`. Measured on 1,000
-    with a full `experiment=fast` checkpoint: 97.2 % (docs/robustness.md); the issue's 99 % is
-    not reached, this floor guards what is (300 photos: ~25 s here, 1,000 took ~75 s)."""
+    with the shipped model by `python -m mnist_lab.bench photos`: ~97.5 % (docs/robustness.md);
+    the issue's 99 % is not reached, this floor guards what is."""
     folder = tmp_path / "photos"
     made = run_module("mnist_lab.photos", f"out={folder}", "n=300", "seed=0")
     assert "wrote 300 photos" in made.stdout
