@@ -233,9 +233,9 @@ class Classifier(L.LightningModule):
         k = min(n, round(self.hparams["undistilled"] * n))
         if k == n:
             return loss
-        taught = torch.lerp(
-            self.criterion(logits[k:], y[k:]), self.distillation_loss(seen[k:], logits[k:]), weight
-        )
+        # `loss` is already the whole batch's cross-entropy: reused when every row is taught.
+        labels = loss if k == 0 else self.criterion(logits[k:], y[k:])
+        taught = torch.lerp(labels, self.distillation_loss(seen[k:], logits[k:]), weight)
         if k == 0:
             return taught
         return (k * self.criterion(logits[:k], y[:k]) + (n - k) * taught) / n
