@@ -90,6 +90,11 @@ class Augment:
     # Share of the batch that gets the stages below at all: the rest stays clean (affine only),
     # so the net keeps learning clean digits as well as it would without them.
     degrade_p: float = 1.0
+    # Twins: every image is trained twice in its step, clean (geometry only) and degraded (each
+    # stage below with its own chance), so the batch doubles and the clean digits are all still
+    # seen every epoch (batch augmentation, Hoffer et al. 2020; AugMix's clean/augmented pairs).
+    # `degrade_p` is then unused. The batch comes back as [degraded twins; clean twins].
+    twins: bool = False
     # The last `clean_last_epochs` epochs skip the stages below (geometry only): the annealed end
     # of the schedule is spent on clean digits, which is where clean accuracy is won.
     clean_last_epochs: int = 0
@@ -158,7 +163,7 @@ class Augment:
         ``max_epochs`` < 1, has no last epochs)."""
         last = max_epochs > 0 and epoch >= max_epochs - self.clean_last_epochs
         if self.clean_last_epochs and last:
-            return replace(self, degrade_p=0.0)
+            return replace(self, degrade_p=0.0, twins=False)
         return self
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -185,13 +190,15 @@ class Augment:
         x = warp(x, angle, scale, shift, shear, elastic)
         # The batch is already in random order, so degrading its first `degrade_p` share is a
         # random choice, and the stages below compute only on those images.
-        k = round(self.degrade_p * n)
+        k = n if self.twins else round(self.degrade_p * n)
         stages = [(p, f) for p, f in self._stages() if p > 0]
         if not stages or k == 0:
-            return x, x
+            return (torch.cat([x, x]), torch.cat([x, x])) if self.twins else (x, x)
         geometry, degraded = x, x[:k]
         for (_, stage), pick in zip(stages, self._picks(k, stages, g, dev), strict=True):
             degraded = stage(degraded, g, pick)
+        if self.twins:
+            return torch.cat([degraded, x]), torch.cat([x, x])
         return torch.cat([degraded, x[k:]]), geometry
 
     def _picks(

@@ -156,6 +156,7 @@ class MNISTDataModule(L.LightningDataModule):
         if train and self.augment is not None:
             g = torch.Generator(device=x.device).manual_seed(seed)
             x, clean = self.augment.for_epoch(epoch, max_epochs).views(x, generator=g)
+            labels = labels.repeat(len(x) // len(labels))  # twins: each image twice
         if train and self.teacher_views:
             return normalize(x), labels, normalize(clean)
         return normalize(x), labels

@@ -6,11 +6,28 @@ import torch
 from torch import nn
 
 
-def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+class DomainBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm with a second set of statistics and affine for the degraded images (AdvProp's
+    auxiliary BN, Xie et al. 2020): in training the batch's first half (the degraded twins of
+    ``data.augment.twins``, or the degraded share ``degrade_p=0.5``) goes through ``aux``, the
+    rest through this one; evaluation, export and serving use this one only."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.aux = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        degraded, clean = x.chunk(2)
+        return torch.cat([self.aux(degraded), super().forward(clean)])
+
+
+def conv_bn_relu(c_in: int, c_out: int, domain_bn: bool = False) -> nn.Sequential:
     """3x3 conv without bias (BatchNorm's shift replaces it), BatchNorm, ReLU."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
+        DomainBatchNorm2d(c_out) if domain_bn else nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
 
@@ -34,12 +51,16 @@ class CNN(nn.Module):
         num_classes: int = 10,
         width_multiplier: float = 1.0,
         pool_first: bool = False,
+        domain_bn: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 1
         for width in (max(1, round(w * width_multiplier)) for w in widths):
-            stage = [conv_bn_relu(c_in if i == 0 else width, width) for i in range(convs_per_stage)]
+            stage = [
+                conv_bn_relu(c_in if i == 0 else width, width, domain_bn)
+                for i in range(convs_per_stage)
+            ]
             if pool_first:  # conv -> pool -> BN -> ReLU -> (more convs)
                 stage[0].insert(1, nn.MaxPool2d(2))
                 layers += [*stage, nn.Dropout(dropout)]

@@ -158,6 +158,13 @@ def check_config(cfg: DictConfig) -> None:
             f"trainer.precision={precision} needs a GPU (float16 autocast); on the CPU use "
             "trainer.precision=bf16-mixed or 32"
         )
+    consistency = OmegaConf.select(cfg, "module.consistency") or 0
+    if consistency and not OmegaConf.select(cfg, "data.augment.twins"):
+        problems.append(
+            f"module.consistency={consistency} compares the two twins of each image, but "
+            "data.augment.twins is off: set data.augment.twins=true "
+            "(conf/data/augment/robust.yaml) or module.consistency=0"
+        )
     batch_size = OmegaConf.select(cfg, "data.batch_size")
     if batch_size is not None and int(batch_size) < 1:
         problems.append(f"data.batch_size={batch_size} must be a positive number of images")

@@ -37,6 +37,14 @@ SCHEDULE_LENGTH = ("total_steps", "T_max")  # named in the log line when they ch
 log = logging.getLogger(__name__)
 
 
+def jensen_shannon(*logits: torch.Tensor) -> torch.Tensor:
+    """Mean KL of each reading's softmax to their average (AugMix's consistency term)."""
+    log_p = [z.float().log_softmax(-1) for z in logits]
+    log_mean = torch.stack(log_p).exp().mean(0).clamp_min(1e-7).log()
+    kl = [F.kl_div(log_mean, lp, log_target=True, reduction="batchmean") for lp in log_p]
+    return torch.stack(kl).mean()
+
+
 def short_run_warmup(pct_start: float, total_steps: int, three_phase: bool = False) -> dict:
     """OneCycle's ``pct_start`` for a run of only a few steps (smoke tests, ``fast_dev_run``,
     tiny limits, many DDP ranks): OneCycleLR divides by the length of its phases in steps, so
@@ -120,6 +128,10 @@ class Classifier(L.LightningModule):
         undistilled: share of each training batch, from its start, that learns from the labels
             only: the degraded images (``data.augment.degrade_p``, which degrades the first
             share of a batch) that a teacher trained on clean digits cannot read.
+        consistency: weight of a Jensen-Shannon term between the two readings of each image in
+            a batch of twins (``data.augment.twins``: [degraded; clean]), AugMix's consistency
+            loss (Hendrycks et al. 2020): the degraded twin is pulled towards what the clean one
+            says, so robustness is learnt as invariance, not as a second set of digits.
         compile: ``torch.compile`` the net for training (``nn.Module.compile``: in place, so
             the checkpoint's keys stay ``net.*`` with no ``_orig_mod.``, and eval, export and
             serve load it like any other). Off by default: on a 2-core CPU compiling costs
@@ -149,6 +161,7 @@ class Classifier(L.LightningModule):
         distill_weight: float = 0.0,
         distill_temperature: float = 1.0,
         undistilled: float = 0.0,
+        consistency: float = 0.0,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -158,6 +171,8 @@ class Classifier(L.LightningModule):
                 f"module.distill_temperature > 0, got {distill_weight}, {undistilled} and "
                 f"{distill_temperature}"
             )
+        if consistency < 0:
+            raise ConfigError(f"module.consistency must be >= 0, got {consistency}")
         if distill_weight > 0 and teacher is None:
             raise ConfigError(
                 f"module.distill_weight={distill_weight} needs a teacher: set module.teacher "
@@ -210,6 +225,8 @@ class Classifier(L.LightningModule):
             # (data.teacher_views), else what the student reads.
             seen = batch[2] if len(batch) > 2 else x
             loss = self._distilled_loss(seen, y, logits, loss, weight)
+        if stage == "train" and self.hparams["consistency"] > 0:
+            loss = loss + self.hparams["consistency"] * jensen_shannon(*logits.chunk(2))
         getattr(self, f"{stage}_acc").update(logits.detach(), y)
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=y.numel())
         if stage != "train":
@@ -435,7 +452,13 @@ def build_module(cfg: DictConfig | Mapping[str, Any], net: nn.Module | None = No
     (loss, label smoothing, memory layout), to evaluate.
     """
     if net is not None:  # to evaluate: a distilled model's teacher is not loaded
-        training_only = ("teacher", "distill_weight", "distill_temperature", "undistilled")
+        training_only = (
+            "teacher",
+            "distill_weight",
+            "distill_temperature",
+            "undistilled",
+            "consistency",
+        )
         options = {k: v for k, v in cfg["module"].items() if k not in training_only}
         return cast(Classifier, instantiate(options, _partial_=True)(net=net))
     factory = instantiate(cfg["module"], _partial_=True)

@@ -318,20 +318,45 @@ def test_clean_last_epochs_drop_the_degradation_at_the_end_of_a_real_run(datamod
         Augment(clean_last_epochs=-1)
 
 
-def test_teacher_views_are_the_images_before_their_degradation(datamodule):
-    """data.teacher_views: a training batch also carries each image after the geometry alone,
-    the same draw as the degraded one; evaluation batches do not change."""
-    aug = {"rotate_deg": 10, "degrade_p": 0.5, **ROBUST}
+def _teacher_views(datamodule, **aug):
+    """A datamodule with every stage on and teacher views, 40 training digits, and those digits
+    after the geometry alone as batch seed 7 draws it (unit range, not normalised)."""
+    aug = {"rotate_deg": 10, **aug, **ROBUST}
     dm = MNISTDataModule(data_dir=str(datamodule.data_dir), augment=aug, teacher_views=True)
     dm.tensors = datamodule.tensors
     images, labels = datamodule.tensors["train"][0][:40], datamodule.tensors["train"][1][:40]
-    x, y, clean = dm.transform((images, labels, 7), train=True)
     geometry = Augment(rotate_deg=10)(
         images.unsqueeze(1).float() / 255, torch.Generator().manual_seed(7)
     )
+    return dm, images, labels, geometry
+
+
+def test_teacher_views_are_the_images_before_their_degradation(datamodule):
+    """data.teacher_views: a training batch also carries each image after the geometry alone,
+    the same draw as the degraded one; evaluation batches do not change."""
+    dm, images, labels, geometry = _teacher_views(datamodule, degrade_p=0.5)
+    x, y, clean = dm.transform((images, labels, 7), train=True)
     assert torch.allclose(clean, (geometry - MEAN) / STD, atol=1e-5)
     assert torch.allclose(x[20:], clean[20:]) and not torch.allclose(x[:20], clean[:20])
     assert torch.equal(y, labels) and len(dm.transform((images, labels, 7), train=False)) == 2
+
+
+def test_twins_train_every_image_clean_and_degraded_in_the_same_step(datamodule):
+    """data.augment.twins: the batch doubles to [degraded twins; clean twins] of one geometry
+    draw, the labels follow, evaluation batches do not change, and a clean last epoch is the
+    plain batch again."""
+    dm, images, labels, geometry = _teacher_views(datamodule, twins=True)
+    x, y, clean = dm.transform((images, labels, 7), train=True)
+    assert x.shape == (80, 1, 28, 28) and torch.equal(y, torch.cat([labels, labels]))
+    assert torch.allclose(x[40:], (geometry - MEAN) / STD, atol=1e-5)
+    assert torch.allclose(clean, torch.cat([x[40:], x[40:]]))
+    changed = (x[:40] - x[40:]).flatten(1).abs().amax(1) > 0.05
+    assert changed.float().mean() > 0.8  # nearly every twin meets at least one stage
+    assert dm.transform((images, labels, 7), train=False)[0].shape[0] == 40
+    last = dm.transform((images, labels, 7), train=True, epoch=2, max_epochs=3)
+    assert last[0].shape[0] == 80  # no clean_last_epochs: still twins
+    plain = Augment(twins=True, clean_last_epochs=1, **ROBUST).for_epoch(2, 3)
+    assert not plain.twins and plain.degrade_p == 0.0
 
 
 def test_unknown_augmentation_key_names_the_allowed_ones():

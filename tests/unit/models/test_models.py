@@ -145,3 +145,21 @@ def test_auto_knows_each_family(model, traits):
     if not bf16_pays:
         assert resolve_precision("auto", "cpu", bf16_pays) == "32"
     assert resolve_channels_last("auto", "32", "cpu", convs) is convs
+
+
+def test_domain_batchnorm_keeps_the_degraded_half_out_of_the_clean_statistics():
+    """model.domain_bn (AdvProp's auxiliary BN): in training the batch's first half (the
+    degraded twins) is normalised by ``aux``, the second by the main BN, whose running
+    statistics see the clean half only; evaluation is a plain BatchNorm2d with the main's state."""
+    from mnist_lab.models.cnn import CNN, DomainBatchNorm2d
+
+    torch.manual_seed(0)
+    bn, ref = DomainBatchNorm2d(4), torch.nn.BatchNorm2d(4)
+    degraded, clean = torch.randn(6, 4, 5, 5) * 5 + 3, torch.randn(6, 4, 5, 5)
+    out = bn.train()(torch.cat([degraded, clean]))
+    assert torch.allclose(out[6:], ref.train()(clean), atol=1e-5)
+    assert torch.allclose(bn.running_mean, ref.running_mean) and bn.aux.running_mean.mean() > 0.2
+    assert torch.allclose(bn.eval()(degraded), ref.eval()(degraded), atol=1e-5)
+    net = CNN(widths=[8, 16], convs_per_stage=1, domain_bn=True, pool_first=True)
+    assert sum(isinstance(m, DomainBatchNorm2d) for m in net.modules()) == 2
+    assert net.train()(torch.randn(4, 1, 28, 28)).shape == (4, 10)

@@ -371,6 +371,16 @@ def test_an_unknown_trainer_argument_is_refused_with_the_close_matches(tmp_path)
     cfg = compose_cfg(["trainer.accumulate_grad_batches=0"], tmp_path)
     with pytest.raises(ConfigError, match="accumulate_grad_batches=0"):
         check_config(cfg)
+    cfg = compose_cfg(["experiment=robust", "module.consistency=1"], tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"data.augment.twins is off: set data.augment.twins=true"
+    ):
+        check_config(cfg)
+    check_config(
+        compose_cfg(
+            ["experiment=robust", "module.consistency=1", "+data.augment.twins=true"], tmp_path
+        )
+    )
 
 
 def test_a_kept_run_is_stale_when_its_preset_sets_a_key_the_run_did_not_have():

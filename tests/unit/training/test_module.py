@@ -152,6 +152,35 @@ def test_a_clean_teacher_reads_the_undegraded_views_and_skips_the_undistilled_sh
     assert loss.item() == pytest.approx(ce(logits, y).item(), rel=1e-5)
 
 
+def test_consistency_adds_the_jensen_shannon_term_between_the_twins():
+    """module.consistency: the batch is [degraded twins; clean twins]; the term is zero when
+    both halves read alike and is AugMix's JS (mean KL to the average) otherwise."""
+    from mnist_lab.errors import ConfigError
+    from mnist_lab.training.module import jensen_shannon
+
+    z = torch.randn(8, 10)
+    assert jensen_shannon(z, z).item() == pytest.approx(0.0, abs=1e-6)
+    p, q = z.softmax(-1), (z * 3).roll(1, -1).softmax(-1)
+    m = (p + q) / 2
+    by_hand = ((p * (p / m).log()).sum(-1) + (q * (q / m).log()).sum(-1)).mean() / 2
+    assert jensen_shannon(z, (z * 3).roll(1, -1)).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    x, y = _batch()
+    plain = _classifier()
+    twin = _classifier(consistency=2.0)
+    twin.load_state_dict(plain.state_dict())
+    (base, logits), (loss, _) = (
+        plain.shared_step((x, y), "train"),
+        twin.shared_step((x, y), "train"),
+    )
+    js = jensen_shannon(*logits.chunk(2))
+    assert js.item() > 0 and loss.item() == pytest.approx((base + 2.0 * js).item(), rel=1e-5)
+    assert twin.shared_step((x, y), "val")[0].item() == pytest.approx(
+        plain.shared_step((x, y), "val")[0].item(), rel=1e-6
+    )  # evaluation reads the labels alone
+    with pytest.raises(ConfigError, match="consistency must be >= 0"):
+        _classifier(consistency=-1.0)
+
+
 def test_norms_and_biases_are_not_weight_decayed_unless_asked():
     groups = {g["name"]: g for g in _classifier().parameter_groups()}
     assert [p.ndim for p in groups["weights"]["params"]] == [2]
