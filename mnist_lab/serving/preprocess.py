@@ -376,6 +376,7 @@ def _like_ink(
     return float((image[ring] - own[ring] > 0.5 * step).mean()) >= 0.75
 
 
+CONTACT = 0.15  # a part touching the photo's edge along this share of its box's w + h: shade
 BLOB = 0.35  # a digit's strokes are at most ~a quarter of its size wide (a marker's)
 
 
@@ -414,11 +415,12 @@ def _digit_mask(
     def ink_like(i: int, whole: bool = False) -> bool:
         x, y, bw, bh = stats[i, :4]
         # Lit or shaded bands run along the photo's edge; a digit touches it, if at all, with
-        # a stroke's end.
+        # a stroke's end: a short stretch, small against the part's size even where the
+        # stroke width (and so ``edge``) was overestimated, as a big shadow makes it.
         contact = sum(
             int((labels[r, x : x + bw] == i).sum()) for r in {0, h - 1} if y <= r < y + bh
         ) + sum(int((labels[y : y + bh, c] == i).sum()) for c in {0, w - 1} if x <= c < x + bw)
-        if contact > 8 * edge + 8:
+        if contact > 8 * edge + 8 or (contact > CONTACT * (bw + bh) and contact > 4 * edge + 4):
             return False
         m = int(edge) + 6
         x0, y0, x1, y1 = max(0, x - m), max(0, y - m), min(w, x + bw + m), min(h, y + bh + m)
