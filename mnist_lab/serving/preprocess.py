@@ -376,6 +376,19 @@ def _like_ink(
     return float((image[ring] - own[ring] > 0.5 * step).mean()) >= 0.75
 
 
+CONTACT = 0.15  # a part touching the photo's edge along this share of its box's w + h: shade
+BLOB = 0.35  # a digit's strokes are at most ~a quarter of its size wide (a marker's)
+
+
+def _blob(part: np.ndarray, diagonal: float) -> bool:
+    """Whether a part is a block rather than strokes: its typical width (along the centre
+    lines) over a third of its box's diagonal. A shadow's band or a lit patch is; a digit,
+    even a marker's, is not (its strokes are at most ~a quarter of its height wide)."""
+    inside = cv2.distanceTransform(part, cv2.DIST_L2, 3)
+    ridge = (inside > 0) & (inside >= cv2.dilate(inside, np.ones((3, 3), np.uint8)))
+    return bool(ridge.any()) and 2 * float(np.median(inside[ridge])) > BLOB * diagonal
+
+
 def _digit_mask(
     ink: np.ndarray, candidates: np.ndarray, image: np.ndarray, paper: np.ndarray, edge: float
 ) -> tuple[np.ndarray, bool]:
@@ -399,22 +412,28 @@ def _digit_mask(
     mass[0] = 0
     h, w = mask.shape
 
-    def ink_like(i: int) -> bool:
+    def ink_like(i: int, whole: bool = False) -> bool:
         x, y, bw, bh = stats[i, :4]
         # Lit or shaded bands run along the photo's edge; a digit touches it, if at all, with
-        # a stroke's end.
+        # a stroke's end: a short stretch, small against the part's size even where the
+        # stroke width (and so ``edge``) was overestimated, as a big shadow makes it.
         contact = sum(
             int((labels[r, x : x + bw] == i).sum()) for r in {0, h - 1} if y <= r < y + bh
         ) + sum(int((labels[y : y + bh, c] == i).sum()) for c in {0, w - 1} if x <= c < x + bw)
-        if contact > 8 * edge + 8:
+        if contact > 8 * edge + 8 or (contact > CONTACT * (bw + bh) and contact > 4 * edge + 4):
             return False
         m = int(edge) + 6
         x0, y0, x1, y1 = max(0, x - m), max(0, y - m), min(w, x + bw + m), min(h, y + bh + m)
         part = (labels[y0:y1, x0:x1] == i).astype(np.uint8)
+        # A block of shade is not a stroke: not as the digit, nor as a part of it bigger than
+        # a dot (a broken pencil line's fragments are at least ~3 stroke widths long).
+        diagonal = float(np.hypot(bw, bh))
+        if (whole or diagonal > 8 * edge) and _blob(part, diagonal):
+            return False
         return _like_ink(part, image[y0:y1, x0:x1], paper[y0:y1, x0:x1], edge)
 
     order = [int(i) for i in np.argsort(-mass) if mass[i] > 0]
-    main = next((i for i in order[:5] if ink_like(i)), None)
+    main = next((i for i in order[:5] if ink_like(i, whole=True)), None)
     doubtful = main is None  # nothing looks like ink: keep the strongest, but say so
     main = order[0] if main is None else main
     keep = {main}
