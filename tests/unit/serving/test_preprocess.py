@@ -172,3 +172,28 @@ def test_polarity_is_read_from_the_ink_channel(datamodule):
     assert np.allclose(preprocess._ink_gray(rgb, dark=False), [[0.9, 0.7]])
     gray = rgb[..., :1]
     assert np.allclose(preprocess._ink_gray(gray, dark=True), gray[..., 0])
+
+
+# Photos of `python -m mnist_lab.photos` (seed: photo numbers) where a shadow's block or a band
+# of shade along the photo's edge used to be taken for the digit or glued to it.
+SHADED = {0: (190, 299, 455, 558, 917), 1: (59, 422, 460, 647), 2: (128,)}
+
+
+def test_shade_blocks_and_edge_bands_are_not_taken_for_the_digit(datamodule):
+    """Rendered phone photos with hard shadows, rendered one by one as the photo set draws them:
+    the shipped model reads each digit once preprocessing leaves the shade out (the block test:
+    a part whose typical width is over a third of its size is shade; the edge test: a part
+    running along the photo's edge for a sizeable share of its outline is shade)."""
+    from mnist_lab.paths import SHIPPED_MODEL
+    from mnist_lab.serving.predictor import OnnxPredictor
+    from mnist_lab.tools.photos import _draws, render_photo
+
+    images, labels = datamodule.tensors["test"]
+    model = OnnxPredictor(SHIPPED_MODEL, threads=1)
+    for seed, numbers in SHADED.items():
+        draws = _draws(len(images), max(numbers) + 1, seed)
+        for k in numbers:
+            i, rng = draws[k]
+            digit = to_mnist(decode_image(render_photo(images[i].numpy(), rng)))
+            read = int(model.probabilities(digit[None]).argmax())
+            assert read == int(labels[i]), (seed, k, read, int(labels[i]))
