@@ -378,7 +378,7 @@ def test_an_unknown_trainer_argument_is_refused_with_the_close_matches(tmp_path)
         check_config(cfg)
     check_config(
         compose_cfg(
-            ["experiment=robust", "module.consistency=1", "+data.augment.twins=true"], tmp_path
+            ["experiment=robust", "module.consistency=1", "data.augment.twins=true"], tmp_path
         )
     )
 
