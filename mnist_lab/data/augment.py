@@ -189,16 +189,17 @@ class Augment:
             elastic = field.permute(0, 2, 3, 1) * (self.elastic_px * 2 / size)  # px -> grid units
         x = warp(x, angle, scale, shift, shear, elastic)
         # The batch is already in random order, so degrading its first `degrade_p` share is a
-        # random choice, and the stages below compute only on those images.
+        # random choice, and the stages below compute only on those images. Twins are the
+        # batch twice with its whole first copy degraded.
         k = n if self.twins else round(self.degrade_p * n)
+        if self.twins:
+            x = torch.cat([x, x])
         stages = [(p, f) for p, f in self._stages() if p > 0]
         if not stages or k == 0:
-            return (torch.cat([x, x]), torch.cat([x, x])) if self.twins else (x, x)
+            return x, x
         geometry, degraded = x, x[:k]
         for (_, stage), pick in zip(stages, self._picks(k, stages, g, dev), strict=True):
             degraded = stage(degraded, g, pick)
-        if self.twins:
-            return torch.cat([degraded, x]), torch.cat([x, x])
         return torch.cat([degraded, x[k:]]), geometry
 
     def _picks(
